@@ -1,0 +1,231 @@
+// Package peers holds the network team's peering configuration, its
+// validation, and the BGP sessions behind the Router interface.
+package peers
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Global is the local BGP instance.
+type Global struct {
+	// ASN is the local autonomous system number.
+	ASN uint32 `mapstructure:"asn"`
+	// RouterID is an IPv4 address, or "auto" to use the node's first
+	// global IPv4 address.
+	RouterID string `mapstructure:"routerID"`
+	// ListenPort is the TCP port for inbound sessions; 0 (the default)
+	// opens no listener, so only outbound sessions are made.
+	ListenPort uint16 `mapstructure:"listenPort"`
+	// ListenAddresses restricts the listener; empty means all addresses.
+	ListenAddresses []string `mapstructure:"listenAddresses"`
+}
+
+// Peer is one BGP neighbor.
+type Peer struct {
+	Address string `mapstructure:"address"`
+	ASN     uint32 `mapstructure:"asn"`
+	// LocalASN overrides Global.ASN for this session.
+	LocalASN uint32 `mapstructure:"localASN"`
+	// Port is the remote TCP port, 179 by default.
+	Port uint16 `mapstructure:"port"`
+	// SourceAddress pins the local address of the session.
+	SourceAddress string `mapstructure:"sourceAddress"`
+	// PasswordFile holds the TCP MD5 (RFC 2385) key; the key itself is
+	// never in the configuration, the logs or the status.
+	PasswordFile string `mapstructure:"passwordFile"`
+	// HoldTime is proposed in OPEN; 0 or at least 3s (RFC 4271 4.2).
+	HoldTime time.Duration `mapstructure:"holdTime"`
+	// KeepaliveTime defaults to a third of HoldTime.
+	KeepaliveTime time.Duration `mapstructure:"keepaliveTime"`
+	// ConnectRetry is the wait between outbound connection attempts.
+	ConnectRetry time.Duration `mapstructure:"connectRetry"`
+	// Passive waits for the router to connect (needs Global.ListenPort).
+	Passive bool `mapstructure:"passive"`
+	// EBGPMultihop is the TTL for eBGP sessions that are not directly
+	// connected; 0 keeps the default of 1.
+	EBGPMultihop uint8 `mapstructure:"ebgpMultihop"`
+	// Families are the address families to negotiate: "ipv4", "ipv6".
+	// Empty means the family of Address.
+	Families []string `mapstructure:"families"`
+}
+
+// Config is the bgp and peers sections of the configuration file.
+type Config struct {
+	BGP   Global `mapstructure:"bgp"`
+	Peers []Peer `mapstructure:"peers"`
+}
+
+// Defaults chosen for a control-plane VIP: a 9s hold time is three times
+// faster than most router defaults yet tolerant of a busy node; BFD, not the
+// hold timer, is the fast dead-node detector.
+const (
+	DefaultPort          = 179
+	DefaultHoldTime      = 9 * time.Second
+	DefaultConnectRetry  = 5 * time.Second
+	minHoldTime          = 3 * time.Second
+	asTrans              = 23456
+	familyIPv4, familyV6 = "ipv4", "ipv6"
+)
+
+// Default returns the configuration with no peers and router ID auto.
+func Default() Config {
+	return Config{BGP: Global{RouterID: "auto"}}
+}
+
+// WithDefaults fills unset per-peer values.
+func (c Config) WithDefaults() Config {
+	out := c
+	out.Peers = make([]Peer, len(c.Peers))
+	for i, p := range c.Peers {
+		if p.Port == 0 {
+			p.Port = DefaultPort
+		}
+		if p.HoldTime == 0 {
+			p.HoldTime = DefaultHoldTime
+		}
+		if p.KeepaliveTime == 0 {
+			p.KeepaliveTime = p.HoldTime / 3
+		}
+		if p.ConnectRetry == 0 {
+			p.ConnectRetry = DefaultConnectRetry
+		}
+		if p.LocalASN == 0 {
+			p.LocalASN = c.BGP.ASN
+		}
+		if len(p.Families) == 0 {
+			if a, err := netip.ParseAddr(p.Address); err == nil && a.Is6() && !a.Is4In6() {
+				p.Families = []string{familyV6}
+			} else {
+				p.Families = []string{familyIPv4}
+			}
+		}
+		out.Peers[i] = p
+	}
+	return out
+}
+
+// Validate returns every problem at once, each naming the field, the value
+// and the fix. It reads password files to prove they are usable but never
+// puts their contents in an error.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	if err := checkASN(c.BGP.ASN); err != nil {
+		add("bgp.asn: %d %v", c.BGP.ASN, err)
+	}
+	if c.BGP.RouterID != "" && c.BGP.RouterID != "auto" {
+		if a, err := netip.ParseAddr(c.BGP.RouterID); err != nil || !a.Is4() {
+			add("bgp.routerID: %q is not an IPv4 address; use a dotted quad such as 192.0.2.11, or auto", c.BGP.RouterID)
+		}
+	}
+	for i, s := range c.BGP.ListenAddresses {
+		if _, err := netip.ParseAddr(s); err != nil {
+			add("bgp.listenAddresses[%d]: %q is not an IP address; use e.g. 192.0.2.11", i, s)
+		}
+	}
+	if len(c.Peers) == 0 {
+		add("peers: none configured; add at least one, e.g. peers: [{address: 192.0.2.1, asn: 65000}]")
+	}
+	seen := map[netip.Addr]int{}
+	for i, p := range c.Peers {
+		f := fmt.Sprintf("peers[%d]", i)
+		addr, err := netip.ParseAddr(p.Address)
+		switch {
+		case p.Address == "":
+			add("%s.address: missing; set the router's address, e.g. 192.0.2.1", f)
+		case err != nil || addr.Zone() != "":
+			add("%s.address: %q is not an IP address; use e.g. 192.0.2.1 or 2001:db8::1", f, p.Address)
+		default:
+			if j, dup := seen[addr.Unmap()]; dup {
+				add("%s.address: %s is also peers[%d]; list each router once", f, addr, j)
+			}
+			seen[addr.Unmap()] = i
+		}
+		if err := checkASN(p.ASN); err != nil {
+			add("%s.asn: %d %v", f, p.ASN, err)
+		}
+		if p.LocalASN != 0 {
+			if err := checkASN(p.LocalASN); err != nil {
+				add("%s.localASN: %d %v", f, p.LocalASN, err)
+			}
+		}
+		if p.SourceAddress != "" {
+			src, err := netip.ParseAddr(p.SourceAddress)
+			if err != nil {
+				add("%s.sourceAddress: %q is not an IP address; use one of this node's addresses", f, p.SourceAddress)
+			} else if addr.IsValid() && src.Is4() != addr.Is4() {
+				add("%s.sourceAddress: %s is not the same family as address %s; use an address of the same family", f, src, addr)
+			}
+		}
+		if p.HoldTime != 0 && p.HoldTime < minHoldTime {
+			add("%s.holdTime: %v is below the RFC 4271 minimum; use 0 (no keepalives) or at least 3s", f, p.HoldTime)
+		}
+		if p.HoldTime%time.Second != 0 || p.KeepaliveTime%time.Second != 0 || p.ConnectRetry%time.Second != 0 {
+			add("%s: holdTime %v, keepaliveTime %v, connectRetry %v: BGP timers are whole seconds; round them, e.g. 9s", f, p.HoldTime, p.KeepaliveTime, p.ConnectRetry)
+		}
+		if p.KeepaliveTime < 0 || p.ConnectRetry < 0 || p.HoldTime < 0 {
+			add("%s: negative timer; timers must be 0 (default) or positive", f)
+		}
+		hold := p.HoldTime
+		if hold == 0 {
+			hold = DefaultHoldTime
+		}
+		if p.KeepaliveTime > 0 && p.KeepaliveTime >= hold {
+			add("%s.keepaliveTime: %v is not below holdTime %v; use at most a third of holdTime", f, p.KeepaliveTime, hold)
+		}
+		if p.Passive && c.BGP.ListenPort == 0 {
+			add("%s.passive: true but bgp.listenPort is 0, so nothing would accept the router's connection; set bgp.listenPort: 179 or passive: false", f)
+		}
+		for j, fam := range p.Families {
+			if fam != familyIPv4 && fam != familyV6 {
+				add("%s.families[%d]: %q is not a family; use ipv4 or ipv6", f, j, fam)
+			}
+		}
+		if p.PasswordFile != "" {
+			if err := checkPasswordFile(p.PasswordFile); err != nil {
+				add("%s.passwordFile: %q %v", f, p.PasswordFile, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkASN(asn uint32) error {
+	switch asn {
+	case 0:
+		return errors.New("is not a valid ASN; use 1..4294967294, e.g. a private ASN 64512..65534")
+	case asTrans, 4294967295:
+		return errors.New("is reserved (RFC 6793 / RFC 7300); use 1..4294967294, e.g. a private ASN 64512..65534")
+	}
+	return nil
+}
+
+// ReadPassword returns the trimmed MD5 key in path.
+func ReadPassword(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading password file: %w", err)
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return "", errors.New("password file is empty")
+	}
+	// RFC 2385 keys are at most 80 bytes (TCP_MD5SIG_MAXKEYLEN).
+	if len(pw) > 80 {
+		return "", errors.New("password is longer than 80 bytes")
+	}
+	return pw, nil
+}
+
+func checkPasswordFile(path string) error {
+	if _, err := ReadPassword(path); err != nil {
+		return fmt.Errorf("is not usable (%v); point it at a readable file holding the key (at most 80 bytes)", err)
+	}
+	return nil
+}

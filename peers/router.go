@@ -1,0 +1,63 @@
+package peers
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/vipcast/vipcast/policy"
+)
+
+// Router is the vendor-neutral BGP speaker the reconcile loop drives. The
+// GoBGP implementation lives in gobgp.go; a move to another BGP library
+// replaces that one file. Fake is the in-memory implementation for tests.
+type Router interface {
+	// Start brings up the BGP instance and begins connecting to the peers.
+	Start(ctx context.Context) error
+	// Announce adds or replaces the locally originated path for prefix.
+	Announce(ctx context.Context, prefix netip.Prefix, attrs policy.Attributes) error
+	// Withdraw removes the path for prefix; withdrawing an absent prefix is
+	// not an error.
+	Withdraw(ctx context.Context, prefix netip.Prefix) error
+	// Peers reports every configured peer's session.
+	Peers(ctx context.Context) ([]PeerStatus, error)
+	// Stop closes every session with a Cease notification and shuts the
+	// instance down.
+	Stop(ctx context.Context) error
+}
+
+// SessionState is the BGP FSM state of a session (RFC 4271 section 8).
+type SessionState string
+
+const (
+	StateUnknown     SessionState = "unknown"
+	StateIdle        SessionState = "idle"
+	StateConnect     SessionState = "connect"
+	StateActive      SessionState = "active"
+	StateOpenSent    SessionState = "opensent"
+	StateOpenConfirm SessionState = "openconfirm"
+	StateEstablished SessionState = "established"
+)
+
+// PeerStatus is what an operator needs to know about one session.
+type PeerStatus struct {
+	Address netip.Addr
+	ASN     uint32
+	State   SessionState
+	// Since is when the session entered State; zero if unknown.
+	Since time.Time
+	// PrefixesSent counts the paths in the peer's adj-RIB-out.
+	PrefixesSent int
+	// LastError is the last reason the session went down, if any.
+	LastError string
+}
+
+// AnyEstablished reports whether at least one session is established.
+func AnyEstablished(ps []PeerStatus) bool {
+	for _, p := range ps {
+		if p.State == StateEstablished {
+			return true
+		}
+	}
+	return false
+}

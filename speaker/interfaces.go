@@ -1,0 +1,37 @@
+package speaker
+
+import (
+	"context"
+	"net/netip"
+	"time"
+)
+
+// ProbeResult is one health check of the local apiserver.
+type ProbeResult struct {
+	// At is when the probe started.
+	At      time.Time
+	Latency time.Duration
+	OK      bool
+	// Code is the HTTP status, 0 if no response arrived.
+	Code int
+	// Reason says why a probe failed ("connection refused", "timeout after
+	// 80ms", "HTTP 500", "tls: ...") and is "ok" on success.
+	Reason string
+}
+
+// Prober checks the local apiserver once. Probe must return within the
+// configured timeout and never leak a connection or goroutine.
+type Prober interface {
+	Probe(ctx context.Context) ProbeResult
+}
+
+// Addresses manages the VIP addresses on the loopback interface.
+type Addresses interface {
+	// Add puts vip on the interface; adding a present VIP is not an error.
+	Add(vip netip.Prefix) error
+	// Remove takes vip off; removing an absent VIP is not an error.
+	Remove(vip netip.Prefix) error
+	// Cleanup removes, at start and at exit, every VIP in vips and every
+	// address a predecessor marked as vipcast's, and nothing else.
+	Cleanup(vips []netip.Prefix) error
+}
