@@ -59,7 +59,8 @@ type HealthConfig struct {
 
 // DampingConfig suppresses a VIP whose health keeps flapping (RFC 2439
 // style): each health withdraw adds 1 to a penalty that halves every
-// HalfLife; at Suppress the VIP stays withdrawn until the penalty decays
+// HalfLife; at Suppress (default 2.5: a third flap in quick succession)
+// the VIP stays withdrawn until the penalty decays
 // to Reuse.
 type DampingConfig struct {
 	// HalfLife of the penalty; 0 disables damping.
@@ -92,7 +93,7 @@ func Default() Config {
 			Rise:       3,
 			Fall:       2,
 		},
-		Damping:  DampingConfig{HalfLife: 15 * time.Second, Suppress: 3, Reuse: 1},
+		Damping:  DampingConfig{HalfLife: 15 * time.Second, Suppress: 2.5, Reuse: 1},
 		Shutdown: ShutdownConfig{DrainPeriod: 2 * time.Second},
 	}
 }
@@ -214,7 +215,7 @@ func (c Config) Validate() error {
 	}
 	if d.HalfLife > 0 {
 		if d.Reuse <= 0 || d.Suppress <= d.Reuse {
-			add("damping: suppress %g and reuse %g; use 0 < reuse < suppress (defaults 3 and 1)", d.Suppress, d.Reuse)
+			add("damping: suppress %g and reuse %g; use 0 < reuse < suppress (defaults 2.5 and 1)", d.Suppress, d.Reuse)
 		}
 	}
 	if c.Shutdown.DrainPeriod < 0 || c.Shutdown.DrainPeriod > 10*time.Minute {

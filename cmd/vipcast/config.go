@@ -1,0 +1,434 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/policy"
+	"github.com/vipcast/vipcast/speaker"
+)
+
+// fileConfig is the whole configuration. Each package owns its part and
+// validates it; this file is the only place that knows viper.
+type fileConfig struct {
+	Speaker speaker.Config `mapstructure:",squash"`
+	Peering peers.Config   `mapstructure:",squash"`
+	Policy  policy.Config  `mapstructure:"policy"`
+}
+
+func defaultConfig() fileConfig {
+	return fileConfig{Speaker: speaker.Default(), Peering: peers.Default(), Policy: policy.Default()}
+}
+
+// envPrefix: VIPCAST_HEALTH_INTERVAL sets health.interval.
+const envPrefix = "VIPCAST"
+
+// configFlags are the settings that also have a flag. Lists of peers stay
+// in the file: packing them into flags or env strings is how config sprawls.
+var configFlags = []struct{ flag, key, usage string }{
+	{"vip", "vips", "VIP host prefix to advertise (repeatable)"},
+	{"asn", "bgp.asn", "local ASN"},
+	{"router-id", "bgp.routerid", "BGP router ID, or auto"},
+	{"health-url", "health.url", "URL of the local apiserver's readiness endpoint"},
+	{"health-interval", "health.interval", "probe interval"},
+	{"health-timeout", "health.timeout", "probe timeout"},
+	{"drain-period", "shutdown.drainperiod", "wait between withdraw and exit on SIGTERM"},
+}
+
+func addConfigFlags(fs *pflag.FlagSet) {
+	fs.StringP("config", "c", "", "configuration file (YAML)")
+	for _, f := range configFlags {
+		if f.key == "vips" {
+			fs.StringSlice(f.flag, nil, f.usage)
+			continue
+		}
+		fs.String(f.flag, "", f.usage)
+	}
+}
+
+// loadConfig reads the file named by --config, then VIPCAST_* variables,
+// then flags; later ones win. It returns every problem at once.
+func loadConfig(fs *pflag.FlagSet, environ []string) (fileConfig, error) {
+	path, _ := fs.GetString("config")
+	var in io.Reader
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return fileConfig{}, fmt.Errorf("--config: %w; pass a readable YAML file", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	overrides := map[string]any{}
+	for _, f := range configFlags {
+		if !fs.Changed(f.flag) {
+			continue
+		}
+		if f.key == "vips" {
+			overrides[f.key], _ = fs.GetStringSlice(f.flag)
+		} else {
+			overrides[f.key], _ = fs.GetString(f.flag)
+		}
+	}
+	return parseConfig(in, environ, overrides)
+}
+
+// parseConfig is loadConfig without the file system; the fuzz target and
+// the tests drive it directly.
+func parseConfig(in io.Reader, environ []string, overrides map[string]any) (fileConfig, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if in != nil {
+		if err := v.ReadConfig(in); err != nil {
+			return fileConfig{}, fmt.Errorf("config file: %w; fix the YAML syntax", err)
+		}
+	}
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, val, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, envPrefix+"_") {
+			env[k] = val
+		}
+	}
+	var errs []error
+	known := leafKeys(reflect.TypeOf(fileConfig{}), "")
+	for name, val := range env {
+		key, ok := known[name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: not a vipcast setting; see docs/configuration.md for the VIPCAST_* names", name))
+			continue
+		}
+		v.Set(key, val)
+	}
+	for k, val := range overrides {
+		v.Set(k, val)
+	}
+
+	settings := v.AllSettings()
+	// mapstructure stops at the first bad value; drop each one and decode
+	// again so a single run reports all of them.
+	var cfg fileConfig
+	var md mapstructure.Metadata
+	var failed []string
+	for range 64 {
+		cfg, md = defaultConfig(), mapstructure.Metadata{}
+		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+			Result:           &cfg,
+			Metadata:         &md,
+			WeaklyTypedInput: true,
+			DecodeHook: mapstructure.ComposeDecodeHookFunc(
+				mapstructure.StringToTimeDurationHookFunc(),
+				mapstructure.StringToSliceHookFunc(","),
+			),
+		})
+		if err != nil {
+			return fileConfig{}, err
+		}
+		err = dec.Decode(settings)
+		if err == nil {
+			break
+		}
+		bad := decodeErrors(err, settings)
+		if len(bad) == 0 {
+			errs = append(errs, err)
+			break
+		}
+		for _, b := range bad {
+			errs = append(errs, b.err)
+			failed = append(failed, strings.ToLower(b.name)+":")
+			if !deletePath(settings, b.name) {
+				return cfg, errors.Join(errs...)
+			}
+		}
+	}
+	for _, k := range md.Unused {
+		errs = append(errs, unknownKey(k, known))
+	}
+	// Fields that failed to decode keep their defaults, so validating the
+	// rest adds only real problems.
+	for _, e := range flatten(cfg.Validate()) {
+		msg := strings.ToLower(e.Error())
+		if !slices.ContainsFunc(failed, func(f string) bool { return strings.HasPrefix(msg, f) }) {
+			errs = append(errs, e)
+		}
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// Validate runs every package's validation and joins the results.
+func (c fileConfig) Validate() error {
+	return errors.Join(c.Speaker.Validate(), c.Peering.Validate(), c.Policy.Validate())
+}
+
+type badValue struct {
+	name string
+	err  error
+}
+
+// decodeErrors turns mapstructure's errors into "field: value problem; fix".
+func decodeErrors(err error, settings map[string]any) []badValue {
+	var out []badValue
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		var de *mapstructure.DecodeError
+		if !errors.As(e, &de) {
+			return
+		}
+		val, _ := lookupPath(settings, de.Name())
+		msg := fmt.Sprintf("%s: %#v is not valid (%v); check the type in docs/configuration.md", de.Name(), val, de.Unwrap())
+		switch inner := de.Unwrap().Error(); {
+		case strings.Contains(inner, "duration"):
+			msg = fmt.Sprintf("%s: %#v is not a duration; write it like 200ms, 1s or 1m30s", de.Name(), val)
+		case strings.Contains(inner, "uint") || strings.Contains(inner, "int"):
+			msg = fmt.Sprintf("%s: %#v is not a whole number in range for this field; fix the number", de.Name(), val)
+		case strings.Contains(inner, "bool"):
+			msg = fmt.Sprintf("%s: %#v is not a boolean; write true or false", de.Name(), val)
+		case strings.Contains(inner, "float"):
+			msg = fmt.Sprintf("%s: %#v is not a number; write e.g. 2.5", de.Name(), val)
+		}
+		out = append(out, badValue{de.Name(), errors.New(msg)})
+	}
+	walk(err)
+	return out
+}
+
+// flatten lists the leaves of a tree of joined errors.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// splitPath turns "peers[0].asn" into ["peers", 0, "asn"].
+func splitPath(path string) []any {
+	var out []any
+	for _, part := range strings.Split(path, ".") {
+		name, rest, _ := strings.Cut(part, "[")
+		if name != "" {
+			out = append(out, strings.ToLower(name))
+		}
+		for rest != "" {
+			num, after, _ := strings.Cut(rest, "]")
+			var i int
+			fmt.Sscanf(num, "%d", &i)
+			out = append(out, i)
+			_, rest, _ = strings.Cut(after, "[")
+		}
+	}
+	return out
+}
+
+func lookupPath(m map[string]any, path string) (any, bool) {
+	var cur any = m
+	for _, p := range splitPath(path) {
+		switch k := p.(type) {
+		case string:
+			mm, ok := cur.(map[string]any)
+			if !ok {
+				return nil, false
+			}
+			if cur, ok = mm[k]; !ok {
+				return nil, false
+			}
+		case int:
+			s, ok := cur.([]any)
+			if !ok || k < 0 || k >= len(s) {
+				return nil, false
+			}
+			cur = s[k]
+		}
+	}
+	return cur, true
+}
+
+// deletePath removes the value at path; it reports whether it found one.
+func deletePath(m map[string]any, path string) bool {
+	parts := splitPath(path)
+	if len(parts) == 0 {
+		return false
+	}
+	var cur any = m
+	for _, p := range parts[:len(parts)-1] {
+		switch k := p.(type) {
+		case string:
+			mm, ok := cur.(map[string]any)
+			if !ok {
+				return false
+			}
+			cur = mm[k]
+		case int:
+			s, ok := cur.([]any)
+			if !ok || k < 0 || k >= len(s) {
+				return false
+			}
+			cur = s[k]
+		}
+	}
+	switch k := parts[len(parts)-1].(type) {
+	case string:
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return false
+		}
+		if _, ok := mm[k]; !ok {
+			return false
+		}
+		delete(mm, k)
+		return true
+	case int:
+		s, ok := cur.([]any)
+		if !ok || k < 0 || k >= len(s) {
+			return false
+		}
+		s[k] = nil
+		return true
+	}
+	return false
+}
+
+var indexRE = regexp.MustCompile(`\[\d+\]`)
+
+func unknownKey(k string, _ map[string]string) error {
+	norm := indexRE.ReplaceAllString(strings.ToLower(k), "[]")
+	parent, leaf := splitLeaf(norm)
+	best, bestD := "", 4
+	for _, key := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+		kp, kl := splitLeaf(key)
+		d := levenshtein(norm, key)
+		if kl == leaf {
+			d = 0 // right name, wrong place
+		} else if kp == parent && (strings.HasPrefix(kl, leaf) || strings.HasPrefix(leaf, kl)) {
+			d = 1
+		} else if kp == parent {
+			// Compare with the key's start too: "pasword" is meant as
+			// "passwordFile".
+			d = min(d, levenshtein(leaf, kl), levenshtein(leaf, kl[:min(len(kl), len(leaf))])+1)
+		}
+		if d < bestD {
+			best, bestD = key, d
+		}
+	}
+	if best != "" {
+		return fmt.Errorf("%s: unknown key; did you mean %q?", k, best)
+	}
+	return fmt.Errorf("%s: unknown key; remove it (see docs/configuration.md for the settings)", k)
+}
+
+func splitLeaf(k string) (parent, leaf string) {
+	i := strings.LastIndex(k, ".")
+	return k[:i+1], k[i+1:]
+}
+
+// leafKeys maps VIPCAST_* names to the viper keys of every setting that
+// can come from the environment: scalars and lists of scalars.
+func leafKeys(t reflect.Type, prefix string) map[string]string {
+	out := map[string]string{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		key := prefix
+		if opts != "squash" {
+			key = prefix + strings.ToLower(tag)
+		}
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case ft.Kind() == reflect.Struct:
+			sub := key
+			if opts != "squash" {
+				sub += "."
+			}
+			for k, v := range leafKeys(ft, sub) {
+				out[k] = v
+			}
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			// peers: file only.
+		default:
+			out[envPrefix+"_"+strings.ToUpper(strings.ReplaceAll(key, ".", "_"))] = key
+		}
+	}
+	return out
+}
+
+// allKeys lists every setting's dotted key, lowercased, with list items
+// written as peers[].address.
+func allKeys(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		key := prefix
+		if opts != "squash" {
+			key = prefix + strings.ToLower(tag)
+		}
+		ft := f.Type
+		switch {
+		case ft.Kind() == reflect.Struct && opts == "squash":
+			out = append(out, allKeys(ft, key)...)
+		case ft.Kind() == reflect.Struct:
+			out = append(out, allKeys(ft, key+".")...)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			out = append(out, allKeys(ft.Elem(), key+"[].")...)
+		default:
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
+// knownKeys lists the dotted keys, for docs and suggestions.
+func knownKeys() []string {
+	var ks []string
+	for _, k := range leafKeys(reflect.TypeOf(fileConfig{}), "") {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const goodYAML = `
+vips: [203.0.113.10/32, 2001:db8:ffff::10/128]
+bgp: {asn: 64512, routerID: 192.0.2.11}
+health: {url: https://127.0.0.1:6443/readyz, serverName: kubernetes, interval: 200ms, timeout: 150ms, rise: 3, fall: 2}
+peers:
+  - {address: 192.0.2.1, asn: 65000, holdTime: 9s}
+  - {address: "2001:db8:2::1", asn: 65000}
+policy: {communities: ["64512:100"], med: 10}
+`
+
+func TestParseConfigGood(t *testing.T) {
+	cfg, err := parseConfig(strings.NewReader(goodYAML), nil, nil)
+	if err != nil {
+		t.Fatalf("valid config rejected:\n%v", err)
+	}
+	if got, want := cfg.Speaker.Health.Interval, 200*time.Millisecond; got != want {
+		t.Errorf("interval = %v, want %v", got, want)
+	}
+	if got := cfg.Speaker.Loopback.Interface; got != "lo" {
+		t.Errorf("default loopback interface = %q, want lo", got)
+	}
+	if got := cfg.Peering.BGP.RouterID; got != "192.0.2.11" {
+		t.Errorf("routerID = %q", got)
+	}
+	if cfg.Policy.MED == nil || *cfg.Policy.MED != 10 {
+		t.Errorf("policy.med = %v, want 10", cfg.Policy.MED)
+	}
+}
+
+// Precedence is flags > env > file > defaults.
+func TestParseConfigPrecedence(t *testing.T) {
+	tests := []struct {
+		name      string
+		env       []string
+		overrides map[string]any
+		want      string
+	}{
+		{"file", nil, nil, "200ms"},
+		{"env over file", []string{"VIPCAST_HEALTH_INTERVAL=300ms", "VIPCAST_HEALTH_TIMEOUT=100ms"}, nil, "300ms"},
+		{"flag over env", []string{"VIPCAST_HEALTH_INTERVAL=300ms"}, map[string]any{"health.interval": "400ms"}, "400ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseConfig(strings.NewReader(goodYAML), tt.env, tt.overrides)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Speaker.Health.Interval.String(); got != tt.want {
+				t.Errorf("interval = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigFlags(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte(goodYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	addConfigFlags(fs)
+	if err := fs.Parse([]string{"-c", path, "--vip", "203.0.113.20/32", "--asn", "64600"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(fs, []string{"VIPCAST_BGP_ASN=64700"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"203.0.113.20/32"}, cfg.Speaker.VIPs); diff != "" {
+		t.Errorf("vips (-want +got):\n%s", diff)
+	}
+	if cfg.Peering.BGP.ASN != 64600 {
+		t.Errorf("asn = %d, want the flag's 64600", cfg.Peering.BGP.ASN)
+	}
+}
+
+// TestValidateGolden keeps every error message under review: each must name
+// the field, the value and the fix. Run with -update to rewrite.
+func TestValidateGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := execute([]string{"validate", "-c", f}, nil, &stdout, &stderr)
+			got := stdout.String() + stderr.String()
+			golden := strings.TrimSuffix(f, ".yaml") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("validate output (-want +got):\n%s", diff)
+			}
+			if valid := strings.HasPrefix(filepath.Base(f), "valid"); valid != (code == 0) {
+				t.Errorf("exit code %d for %s", code, f)
+			}
+		})
+	}
+}
+
+// FuzzParseConfig: malformed input must give an error, never a panic.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(goodYAML))
+	f.Add([]byte("vips: [203.0.113.10/24]\npeers: [{address: 1, asn: -1}]\n"))
+	f.Add([]byte("health: {interval: 1x, rise: [1]}\npeers: 7\n"))
+	f.Add([]byte("peers: [[]]\nbgp: []\npolicy: {communities: 5}\n"))
+	f.Add([]byte("\x00: {"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = parseConfig(bytes.NewReader(data), []string{"VIPCAST_HEALTH_RISE=x"}, nil)
+	})
+}

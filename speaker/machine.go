@@ -1,0 +1,218 @@
+package speaker
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"time"
+)
+
+// Reason says why a VIP is or is not announced.
+type Reason string
+
+const (
+	// ReasonStarting: too few probes yet to call the apiserver healthy.
+	ReasonStarting Reason = "starting"
+	// ReasonHealthy: announced and at least one session is established.
+	ReasonHealthy Reason = "healthy"
+	// ReasonNoPeer: healthy and in the RIB, but no session is established,
+	// so no router hears it.
+	ReasonNoPeer Reason = "no-established-peer"
+	// ReasonUnhealthy: the last Fall probes failed.
+	ReasonUnhealthy Reason = "unhealthy"
+	// ReasonDamped: healthy again, but held back because health flapped.
+	ReasonDamped Reason = "damped"
+	// ReasonDrained: an operator took the node out of rotation.
+	ReasonDrained Reason = "drained"
+	// ReasonShuttingDown: vipcast is stopping.
+	ReasonShuttingDown Reason = "shutting-down"
+)
+
+// Decision is the machine's verdict for one VIP.
+type Decision struct {
+	VIP netip.Prefix
+	// Announce puts the path in the RIB and the address on lo.
+	Announce bool
+	// Advertised is Announce with at least one session to carry it.
+	Advertised bool
+	Reason     Reason
+	// Since is when Announce or Reason last changed.
+	Since time.Time
+}
+
+// Transition records a change of decision, for logs, status and events.
+type Transition struct {
+	At       time.Time
+	Announce bool
+	From, To Reason
+	// Detail is the evidence, e.g. the failing probe's reason.
+	Detail string
+}
+
+// MachineConfig are the machine's knobs.
+type MachineConfig struct {
+	Rise, Fall int
+	Damping    DampingConfig
+}
+
+// Machine is the decision logic: a pure state machine with no clock, no
+// I/O and no goroutines. Every input carries its own time, so tests drive it
+// through any sequence deterministically. Not safe for concurrent use: the
+// reconcile loop owns it.
+type Machine struct {
+	cfg  MachineConfig
+	vips []netip.Prefix
+
+	healthy         bool
+	decided         bool // the hysteresis has produced a verdict at least once
+	okRun, failRun  int
+	lastProbe       ProbeResult
+	penalty         float64
+	penaltyAt       time.Time
+	suppressed      bool
+	drained, peerUp bool
+	shutdown        bool
+
+	announce bool
+	reason   Reason
+	since    time.Time
+}
+
+// NewMachine starts withdrawn, in ReasonStarting.
+func NewMachine(cfg MachineConfig, vips []netip.Prefix, now time.Time) *Machine {
+	return &Machine{cfg: cfg, vips: vips, reason: ReasonStarting, since: now}
+}
+
+// Probe feeds one health-check result.
+func (m *Machine) Probe(r ProbeResult, now time.Time) *Transition {
+	m.lastProbe = r
+	if r.OK {
+		m.okRun, m.failRun = m.okRun+1, 0
+		if !m.healthy && m.okRun >= m.cfg.Rise {
+			m.healthy, m.decided = true, true
+		}
+	} else {
+		m.failRun, m.okRun = m.failRun+1, 0
+		if (m.healthy || !m.decided) && m.failRun >= m.cfg.Fall {
+			if m.healthy {
+				m.addPenalty(now)
+			}
+			m.healthy, m.decided = false, true
+		}
+	}
+	return m.eval(now)
+}
+
+// SetDrained records an operator drain or undrain.
+func (m *Machine) SetDrained(drained bool, now time.Time) *Transition {
+	m.drained = drained
+	return m.eval(now)
+}
+
+// SetPeerUp records whether any BGP session is established.
+func (m *Machine) SetPeerUp(up bool, now time.Time) *Transition {
+	m.peerUp = up
+	return m.eval(now)
+}
+
+// Shutdown withdraws for good.
+func (m *Machine) Shutdown(now time.Time) *Transition {
+	m.shutdown = true
+	return m.eval(now)
+}
+
+// Tick lets time-based state (damping decay) move on without new input.
+func (m *Machine) Tick(now time.Time) *Transition { return m.eval(now) }
+
+// Decisions is the verdict for every VIP. All VIPs share the node's one
+// apiserver, so they move together; the list form keeps status per VIP.
+func (m *Machine) Decisions() []Decision {
+	out := make([]Decision, len(m.vips))
+	for i, v := range m.vips {
+		out[i] = Decision{VIP: v, Announce: m.announce, Advertised: m.announce && m.peerUp, Reason: m.reason, Since: m.since}
+	}
+	return out
+}
+
+// Announce reports whether the VIPs should be in the RIB and on lo.
+func (m *Machine) Announce() bool { return m.announce }
+
+// Counters returns the current run lengths of successes and failures.
+func (m *Machine) Counters() (ok, fail int) { return m.okRun, m.failRun }
+
+// Penalty is the damping penalty at now.
+func (m *Machine) Penalty(now time.Time) float64 { return m.decayed(now) }
+
+func (m *Machine) addPenalty(now time.Time) {
+	if m.cfg.Damping.HalfLife <= 0 {
+		return
+	}
+	m.penalty, m.penaltyAt = m.decayed(now)+1, now
+	if m.penalty >= m.cfg.Damping.Suppress {
+		m.suppressed = true
+	}
+}
+
+func (m *Machine) decayed(now time.Time) float64 {
+	if m.penalty == 0 || m.cfg.Damping.HalfLife <= 0 {
+		return 0
+	}
+	dt := now.Sub(m.penaltyAt)
+	if dt <= 0 {
+		return m.penalty
+	}
+	return m.penalty * math.Exp2(-float64(dt)/float64(m.cfg.Damping.HalfLife))
+}
+
+// SuppressedUntil is when a damped VIP becomes eligible again; zero if not
+// suppressed.
+func (m *Machine) SuppressedUntil() time.Time {
+	if !m.suppressed {
+		return time.Time{}
+	}
+	d := m.cfg.Damping
+	// penalty * 2^(-t/h) = reuse  =>  t = h * log2(penalty/reuse)
+	t := float64(d.HalfLife) * math.Log2(m.penalty/d.Reuse)
+	return m.penaltyAt.Add(time.Duration(math.Ceil(t)))
+}
+
+func (m *Machine) eval(now time.Time) *Transition {
+	if m.suppressed && m.decayed(now) <= m.cfg.Damping.Reuse {
+		m.suppressed = false
+	}
+	announce, reason := false, ReasonHealthy
+	switch {
+	case m.shutdown:
+		reason = ReasonShuttingDown
+	case m.drained:
+		reason = ReasonDrained
+	case !m.decided:
+		reason = ReasonStarting
+	case !m.healthy:
+		reason = ReasonUnhealthy
+	case m.suppressed:
+		reason = ReasonDamped
+	case !m.peerUp:
+		announce, reason = true, ReasonNoPeer
+	default:
+		announce = true
+	}
+	if announce == m.announce && reason == m.reason {
+		return nil
+	}
+	t := &Transition{At: now, Announce: announce, From: m.reason, To: reason, Detail: m.detail(reason, now)}
+	m.announce, m.reason, m.since = announce, reason, now
+	return t
+}
+
+func (m *Machine) detail(r Reason, now time.Time) string {
+	switch r {
+	case ReasonUnhealthy:
+		return fmt.Sprintf("%d consecutive failed probes, last: %s", m.failRun, m.lastProbe.Reason)
+	case ReasonHealthy, ReasonNoPeer:
+		return fmt.Sprintf("%d consecutive good probes", m.okRun)
+	case ReasonDamped:
+		return fmt.Sprintf("health flapped (penalty %.2f >= %g); held until %s", m.decayed(now), m.cfg.Damping.Suppress, m.SuppressedUntil().Format(time.RFC3339))
+	}
+	return ""
+}

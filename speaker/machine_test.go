@@ -1,0 +1,186 @@
+package speaker
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// step is one input to the machine; the script language keeps flap
+// sequences readable: "+" a good probe, "-" a failed one, "peer"/"nopeer",
+// "drain"/"undrain", "shutdown", "wait:<duration>", "tick".
+type step struct {
+	in   string
+	want string // "A:<reason>" announced, "W:<reason>" withdrawn
+}
+
+func run(t *testing.T, cfg MachineConfig, steps []step) {
+	t.Helper()
+	now := time.Unix(1_700_000_000, 0)
+	m := NewMachine(cfg, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}, now)
+	var got, want []string
+	for _, s := range steps {
+		for _, in := range strings.Fields(s.in) {
+			now = now.Add(100 * time.Millisecond)
+			switch {
+			case in == "+":
+				m.Probe(ProbeResult{OK: true, Reason: "ok"}, now)
+			case in == "-":
+				m.Probe(ProbeResult{Reason: "connection refused"}, now)
+			case in == "peer", in == "nopeer":
+				m.SetPeerUp(in == "peer", now)
+			case in == "drain", in == "undrain":
+				m.SetDrained(in == "drain", now)
+			case in == "shutdown":
+				m.Shutdown(now)
+			case in == "tick":
+				m.Tick(now)
+			case strings.HasPrefix(in, "wait:"):
+				d, err := time.ParseDuration(strings.TrimPrefix(in, "wait:"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				now = now.Add(d)
+				m.Tick(now)
+			default:
+				t.Fatalf("bad step %q", in)
+			}
+		}
+		d := m.Decisions()[0]
+		state := "W:"
+		if d.Announce {
+			state = "A:"
+		}
+		got = append(got, s.in+" => "+state+string(d.Reason))
+		want = append(want, s.in+" => "+s.want)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("decisions (-want +got):\n%s", diff)
+	}
+}
+
+func TestMachine(t *testing.T) {
+	base := MachineConfig{Rise: 3, Fall: 2}
+	damped := MachineConfig{Rise: 3, Fall: 2, Damping: DampingConfig{HalfLife: 15 * time.Second, Suppress: 2.5, Reuse: 1}}
+	tests := []struct {
+		name  string
+		cfg   MachineConfig
+		steps []step
+	}{
+		{"starts withdrawn until rise", base, []step{
+			{"peer", "W:starting"}, {"+ +", "W:starting"}, {"+", "A:healthy"},
+		}},
+		{"fails before ever healthy", base, []step{
+			{"peer -", "W:starting"}, {"-", "W:unhealthy"}, {"+ +", "W:unhealthy"}, {"+", "A:healthy"},
+		}},
+		{"fall edge: one failure is not enough", base, []step{
+			{"peer + + +", "A:healthy"}, {"-", "A:healthy"}, {"+", "A:healthy"}, {"-", "A:healthy"}, {"-", "W:unhealthy"},
+		}},
+		{"rise edge: a failure resets the run", base, []step{
+			{"peer + + + - -", "W:unhealthy"}, {"+ +", "W:unhealthy"}, {"-", "W:unhealthy"}, {"+ +", "W:unhealthy"}, {"+", "A:healthy"},
+		}},
+		{"intermittent probe never flaps", base, []step{
+			{"peer + + +", "A:healthy"}, {"- + - + - + - + - +", "A:healthy"},
+		}},
+		{"intermittent while down never announces", base, []step{
+			{"peer - -", "W:unhealthy"}, {"+ + - + + - + + -", "W:unhealthy"},
+		}},
+		{"rise 1 fall 1 follows every probe", MachineConfig{Rise: 1, Fall: 1}, []step{
+			{"peer +", "A:healthy"}, {"-", "W:unhealthy"}, {"+", "A:healthy"},
+		}},
+		{"no established peer keeps the path but reports it", base, []step{
+			{"+ + +", "A:no-established-peer"}, {"peer", "A:healthy"}, {"nopeer", "A:no-established-peer"}, {"- -", "W:unhealthy"},
+		}},
+		{"drain overrides health and undrain restores", base, []step{
+			{"peer + + +", "A:healthy"}, {"drain", "W:drained"}, {"+ +", "W:drained"}, {"undrain", "A:healthy"},
+		}},
+		{"drain while unhealthy then undrain stays withdrawn", base, []step{
+			{"peer - - drain", "W:drained"}, {"undrain", "W:unhealthy"},
+		}},
+		{"shutdown is final", base, []step{
+			{"peer + + +", "A:healthy"}, {"shutdown", "W:shutting-down"}, {"+ + + undrain peer", "W:shutting-down"},
+		}},
+		{"shutdown beats drain", base, []step{
+			{"peer + + + drain shutdown", "W:shutting-down"},
+		}},
+		{"damping suppresses the third flap, then decays", damped, []step{
+			{"peer + + +", "A:healthy"},
+			{"- - + + +", "A:healthy"}, // penalty 1
+			{"- - + + +", "A:healthy"}, // penalty ~2
+			{"- -", "W:unhealthy"},     // penalty ~2.9 >= 2.5: suppressed
+			{"+ + +", "W:damped"},
+			{"wait:10s", "W:damped"},
+			{"wait:20s", "A:healthy"}, // 2.9 * 2^(-30/15) < 1
+		}},
+		{"damping: slow flaps never suppress", damped, []step{
+			{"peer + + +", "A:healthy"},
+			{"- - + + + wait:30s", "A:healthy"},
+			{"- - + + + wait:30s", "A:healthy"},
+			{"- - + + +", "A:healthy"},
+		}},
+		{"damped VIP stays withdrawn while unhealthy", damped, []step{
+			{"peer + + + - - + + + - - + + + - -", "W:unhealthy"},
+			{"+ + +", "W:damped"},
+			{"- -", "W:unhealthy"},
+		}},
+		{"disabled damping never suppresses", base, []step{
+			{"peer + + + - - + + + - - + + + - - + + + - - + + +", "A:healthy"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { run(t, tt.cfg, tt.steps) })
+	}
+}
+
+func TestMachineTransitions(t *testing.T) {
+	now := time.Unix(0, 0)
+	m := NewMachine(MachineConfig{Rise: 2, Fall: 2}, []netip.Prefix{netip.MustParsePrefix("2001:db8::10/128")}, now)
+	var got []Transition
+	rec := func(tr *Transition) {
+		if tr != nil {
+			got = append(got, *tr)
+		}
+	}
+	at := func(ms int) time.Time { return now.Add(time.Duration(ms) * time.Millisecond) }
+	rec(m.SetPeerUp(true, at(0)))
+	rec(m.Probe(ProbeResult{OK: true}, at(100)))
+	rec(m.Probe(ProbeResult{OK: true}, at(200)))
+	rec(m.Probe(ProbeResult{OK: true}, at(300))) // no change, no transition
+	rec(m.Probe(ProbeResult{Reason: "HTTP 500"}, at(400)))
+	rec(m.Probe(ProbeResult{Reason: "timeout after 80ms"}, at(500)))
+	want := []Transition{
+		{At: at(200), Announce: true, From: ReasonStarting, To: ReasonHealthy, Detail: "2 consecutive good probes"},
+		{At: at(500), Announce: false, From: ReasonHealthy, To: ReasonUnhealthy, Detail: "2 consecutive failed probes, last: timeout after 80ms"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("transitions (-want +got):\n%s", diff)
+	}
+	d := m.Decisions()[0]
+	if d.Announce || d.Advertised || d.Since != at(500) || d.VIP != netip.MustParsePrefix("2001:db8::10/128") {
+		t.Errorf("decision = %+v", d)
+	}
+}
+
+func TestSuppressedUntil(t *testing.T) {
+	now := time.Unix(0, 0)
+	cfg := MachineConfig{Rise: 1, Fall: 1, Damping: DampingConfig{HalfLife: 10 * time.Second, Suppress: 2, Reuse: 1}}
+	m := NewMachine(cfg, nil, now)
+	m.SetPeerUp(true, now)
+	for _, ok := range []bool{true, false, true, false} {
+		m.Probe(ProbeResult{OK: ok}, now)
+	}
+	m.Probe(ProbeResult{OK: true}, now)
+	until := m.SuppressedUntil()
+	if want := now.Add(10 * time.Second); until != want {
+		t.Fatalf("SuppressedUntil = %v, want %v", until, want)
+	}
+	if m.Tick(until.Add(-time.Millisecond)); m.Announce() {
+		t.Fatal("announced before the penalty decayed to reuse")
+	}
+	if m.Tick(until); !m.Announce() {
+		t.Fatalf("still withdrawn at %v with penalty %.3f", until, m.Penalty(until))
+	}
+}

@@ -1,0 +1,325 @@
+package speaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/policy"
+)
+
+// Deps are the speaker's collaborators, injected so tests can swap them.
+type Deps struct {
+	Router     peers.Router
+	Addresses  Addresses
+	Prober     Prober
+	Attributes policy.Attributes
+	Log        *slog.Logger
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// peerPoll is how often session state is read. It only feeds status and
+// the no-established-peer reason; routing never waits for it.
+const peerPoll = 200 * time.Millisecond
+
+// historyLen is how many transitions Status keeps.
+const historyLen = 32
+
+// Speaker is the reconcile loop. One goroutine (Run) owns the machine and
+// every side effect; other goroutines talk to it through channels.
+type Speaker struct {
+	cfg  Config
+	vips []netip.Prefix
+	d    Deps
+
+	shutdownOnce sync.Once
+	shutdownCh   chan struct{}
+	drainCh      chan bool
+
+	// Owned by Run.
+	inRIB, onLo map[netip.Prefix]bool
+	removeAt    time.Time
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status is a snapshot of what the speaker is doing and why.
+type Status struct {
+	Decisions   []Decision
+	LastProbe   ProbeResult
+	OKRun       int
+	FailRun     int
+	Penalty     float64
+	Peers       []peers.PeerStatus
+	Drained     bool
+	Transitions []Transition
+}
+
+// New checks the wiring; cfg must already be validated.
+func New(cfg Config, d Deps) (*Speaker, error) {
+	if d.Router == nil || d.Addresses == nil || d.Prober == nil {
+		return nil, errors.New("speaker: router, addresses and prober are required")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Speaker{
+		cfg: cfg, vips: cfg.Prefixes(), d: d,
+		shutdownCh: make(chan struct{}),
+		drainCh:    make(chan bool),
+		inRIB:      map[netip.Prefix]bool{},
+		onLo:       map[netip.Prefix]bool{},
+	}, nil
+}
+
+// Shutdown asks Run for the graceful sequence: withdraw, wait the drain
+// period, remove the VIPs, close the sessions. Cancelling Run's context
+// instead (a second signal) skips the wait.
+func (s *Speaker) Shutdown() { s.shutdownOnce.Do(func() { close(s.shutdownCh) }) }
+
+// SetDrained takes the node out of rotation or puts it back.
+func (s *Speaker) SetDrained(ctx context.Context, drained bool) error {
+	select {
+	case s.drainCh <- drained:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.shutdownCh:
+		return errors.New("speaker is shutting down")
+	}
+}
+
+// Status returns a copy of the current state.
+func (s *Speaker) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.Decisions = append([]Decision(nil), st.Decisions...)
+	st.Peers = append([]peers.PeerStatus(nil), st.Peers...)
+	st.Transitions = append([]Transition(nil), st.Transitions...)
+	return st
+}
+
+// Run starts the router and reconciles until Shutdown completes or ctx is
+// cancelled. The VIPs are never left on lo when it returns.
+func (s *Speaker) Run(ctx context.Context) (err error) {
+	log := s.d.Log
+	// A crashed predecessor may have left VIPs on lo: start clean, so the
+	// node never answers for a VIP it does not advertise.
+	if err := s.d.Addresses.Cleanup(s.vips); err != nil {
+		return fmt.Errorf("remove stale VIPs: %w", err)
+	}
+	if err := s.d.Router.Start(ctx); err != nil {
+		return fmt.Errorf("start BGP: %w", err)
+	}
+	m := NewMachine(MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, Damping: s.cfg.Damping}, s.vips, s.d.Now())
+	s.record(m, nil, nil)
+
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	results := make(chan ProbeResult)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.probeLoop(probeCtx, results) }()
+	defer func() { stopProbes(); wg.Wait() }()
+
+	peerTick := time.NewTicker(peerPoll)
+	defer peerTick.Stop()
+	removeTimer := time.NewTimer(time.Hour)
+	removeTimer.Stop()
+	defer removeTimer.Stop()
+
+	var peerList []peers.PeerStatus
+	for {
+		var tr *Transition
+		select {
+		case <-ctx.Done():
+			log.Warn("stopping at once: withdrawing and removing VIPs without a drain period")
+			stopProbes()
+			return s.finish(ctx, m, false)
+		case <-s.shutdownCh:
+			log.Info("shutting down: withdrawing VIPs", "drain", s.cfg.Shutdown.DrainPeriod)
+			stopProbes()
+			return s.finish(ctx, m, true)
+		case r := <-results:
+			tr = m.Probe(r, s.d.Now())
+			if _, fail := m.Counters(); fail == 1 {
+				log.Warn("health probe failed", "reason", r.Reason, "latency", r.Latency)
+			}
+		case drained := <-s.drainCh:
+			tr = m.SetDrained(drained, s.d.Now())
+		case <-peerTick.C:
+			ps, err := s.d.Router.Peers(ctx)
+			if err != nil {
+				log.Warn("reading BGP sessions", "err", err)
+			} else {
+				peerList = ps
+				tr = m.SetPeerUp(peers.AnyEstablished(ps), s.d.Now())
+			}
+			if t2 := m.Tick(s.d.Now()); t2 != nil {
+				tr = t2
+			}
+		case <-removeTimer.C:
+		}
+		s.reconcile(ctx, m, removeTimer)
+		s.record(m, tr, peerList)
+	}
+}
+
+func (s *Speaker) probeLoop(ctx context.Context, out chan<- ProbeResult) {
+	t := time.NewTicker(s.cfg.Health.Interval)
+	defer t.Stop()
+	for {
+		r := s.d.Prober.Probe(ctx)
+		select {
+		case out <- r:
+		case <-ctx.Done():
+			return
+		}
+		// A probe slower than the interval is followed at once by the
+		// next: the ticker keeps one tick pending.
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// reconcile makes the RIB and lo match the machine. A failed step leaves
+// its flag unset and is retried on the next event (at least every peerPoll).
+func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.Timer) {
+	log := s.d.Log
+	now := s.d.Now()
+	if m.Announce() {
+		s.removeAt = time.Time{}
+		for _, v := range s.vips {
+			// The address goes up before the route, so the first packet a
+			// router sends finds the node answering.
+			if !s.onLo[v] {
+				if err := s.d.Addresses.Add(v); err != nil {
+					log.Error("adding VIP to loopback", "vip", v, "err", err)
+					continue
+				}
+				s.onLo[v] = true
+			}
+			if !s.inRIB[v] {
+				if err := s.d.Router.Announce(ctx, v, s.d.Attributes); err != nil {
+					log.Error("announcing VIP", "vip", v, "err", err)
+					continue
+				}
+				s.inRIB[v] = true
+			}
+		}
+		return
+	}
+	anyOnLo := false
+	for _, v := range s.vips {
+		if s.inRIB[v] {
+			if err := s.d.Router.Withdraw(ctx, v); err != nil {
+				log.Error("withdrawing VIP", "vip", v, "err", err)
+				continue
+			}
+			s.inRIB[v] = false
+		}
+		anyOnLo = anyOnLo || s.onLo[v]
+	}
+	if !anyOnLo || s.cfg.Loopback.OnWithdraw == OnWithdrawKeep {
+		return
+	}
+	if s.removeAt.IsZero() {
+		// Keep answering while routers converge, then send the node's own
+		// clients of the VIP elsewhere.
+		s.removeAt = now.Add(s.cfg.Loopback.RemoveDelay)
+		removeTimer.Reset(s.cfg.Loopback.RemoveDelay)
+		return
+	}
+	if now.Before(s.removeAt) {
+		return
+	}
+	for _, v := range s.vips {
+		if s.onLo[v] {
+			if err := s.d.Addresses.Remove(v); err != nil {
+				log.Error("removing VIP from loopback", "vip", v, "err", err)
+				continue
+			}
+			s.onLo[v] = false
+		}
+	}
+}
+
+// finish withdraws everything, optionally waits the drain period, removes
+// the VIPs and closes the sessions. runCtx only cuts the drain short; the
+// work itself runs on a fresh context, as runCtx may already be cancelled.
+func (s *Speaker) finish(runCtx context.Context, m *Machine, drain bool) error {
+	log := s.d.Log
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tr := m.Shutdown(s.d.Now())
+	var errs []error
+	for _, v := range s.vips {
+		if s.inRIB[v] {
+			if err := s.d.Router.Withdraw(ctx, v); err != nil {
+				errs = append(errs, fmt.Errorf("withdraw %s: %w", v, err))
+			}
+			s.inRIB[v] = false
+		}
+	}
+	s.record(m, tr, nil)
+	if drain && s.cfg.Shutdown.DrainPeriod > 0 {
+		t := time.NewTimer(s.cfg.Shutdown.DrainPeriod)
+		select {
+		case <-t.C:
+		case <-runCtx.Done():
+			log.Warn("second signal: skipping the rest of the drain period")
+		}
+		t.Stop()
+	}
+	if err := s.d.Addresses.Cleanup(s.vips); err != nil {
+		errs = append(errs, fmt.Errorf("remove VIPs: %w", err))
+	}
+	clear(s.onLo)
+	if err := s.d.Router.Stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop BGP: %w", err))
+	}
+	log.Info("stopped", "err", errors.Join(errs...))
+	return errors.Join(errs...)
+}
+
+func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {
+	if tr != nil {
+		for _, d := range m.Decisions() {
+			msg := "VIP withdrawn"
+			if tr.Announce {
+				msg = "VIP announced"
+			}
+			s.d.Log.Info(msg, "vip", d.VIP, "reason", tr.To, "from", tr.From, "detail", tr.Detail)
+		}
+	}
+	ok, fail := m.Counters()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.Decisions = m.Decisions()
+	s.status.LastProbe = m.lastProbe
+	s.status.OKRun, s.status.FailRun = ok, fail
+	s.status.Penalty = m.Penalty(s.d.Now())
+	s.status.Drained = m.drained
+	if ps != nil {
+		s.status.Peers = ps
+	}
+	if tr != nil {
+		s.status.Transitions = append(s.status.Transitions, *tr)
+		if n := len(s.status.Transitions); n > historyLen {
+			s.status.Transitions = s.status.Transitions[n-historyLen:]
+		}
+	}
+}
