@@ -80,7 +80,7 @@ type ShutdownConfig struct {
 // Default returns the defaults, chosen for sub-second failover: a 100ms
 // probe interval and fall 2 detect a dead apiserver in 100-200ms, leaving
 // the routers' ~70ms to stay well under half a second; rise 3 plus damping
-// keep a flaky apiserver from flapping the route. docs/configuration.md has
+// keep a flaky apiserver from flapping the route. the README has
 // the full reasoning.
 func Default() Config {
 	return Config{

@@ -1,0 +1,63 @@
+# vipcast: `make demo` shows the main job in the network lab, `make test`
+# runs every test (unit, integration, netlink and e2e).
+SHELL      := /bin/bash
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GO         ?= go
+STATICCHECK_VERSION := v0.8.2
+BIN        := $(CURDIR)/bin
+LDFLAGS    := -s -w -X main.version=$(VERSION)
+FUZZTIME   ?= 15s
+APT_PKGS   := frr bird2 etcd-server iputils-ping socat tcpdump openssl iproute2 procps
+
+.PHONY: all build test unit e2e lint fuzz demo bench deps tools clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/vipcast ./cmd/vipcast
+
+## test: everything: unit, integration, netlink (root) and the e2e lab (root).
+test: unit e2e
+
+## unit: unit and integration tests (netlink tests need root and say so).
+unit:
+	$(GO) test -race -count=1 ./...
+
+## e2e: the network lab with FRR, BIRD, etcd and real kube-apiservers.
+e2e: deps build
+	cd e2e && VIPCAST_E2E=1 VIPCAST_BIN=$(BIN)/vipcast $(GO) test -count=1 -timeout 40m ./...
+
+lint: tools
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(BIN)/staticcheck ./...
+	cd e2e && $(GO) vet ./... && $(BIN)/staticcheck ./...
+
+## fuzz: run every fuzz target for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+## demo: a 3-node lab; fail one apiserver; watch the route shrink and heal.
+demo: deps build
+	cd e2e && VIPCAST_BIN=$(BIN)/vipcast $(GO) run ./cmd/demo
+
+## bench: failover benchmark (see docs/performance.md).
+bench: deps build
+	cd e2e && VIPCAST_BIN=$(BIN)/vipcast $(GO) run ./cmd/bench
+
+## deps: the lab's Debian packages (root); a no-op when present.
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+tools:
+	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+clean:
+	rm -rf $(BIN)

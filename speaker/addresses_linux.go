@@ -1,0 +1,267 @@
+package speaker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// labelSuffix is appended to the interface name to form the IPv4 address
+// label ("lo:vip") that marks an address as vipcast's. A successor whose
+// configuration lists other VIPs still recognises, by this label, the
+// addresses a crashed predecessor left behind.
+const labelSuffix = ":vip"
+
+// maxLabelLen is IFNAMSIZ-1: the kernel stores the label in IFNAMSIZ bytes
+// including the terminating NUL.
+const maxLabelLen = unix.IFNAMSIZ - 1
+
+// dumpRetries bounds the re-reads of an address dump the kernel reported as
+// interrupted (NLM_F_DUMP_INTR: the list changed while being read).
+const dumpRetries = 5
+
+// Loopback implements Addresses with netlink on one interface (normally lo).
+//
+// IPv4 VIPs carry the label "<ifname>:vip"; IPv6 has no address labels, so a
+// stale IPv6 VIP is only removed by Cleanup when it is in the list it is
+// given. All methods are safe for concurrent use.
+type Loopback struct {
+	mu     sync.Mutex
+	h      *netlink.Handle
+	ifname string
+	label  string
+	log    *slog.Logger
+}
+
+var _ Addresses = (*Loopback)(nil)
+
+// NewLoopback returns the VIP manager for ifname in the network namespace of
+// the calling thread (the netlink sockets are bound to it when created). It
+// fails if the interface does not exist or its name is too long for the
+// "<ifname>:vip" label.
+func NewLoopback(ifname string, log *slog.Logger) (*Loopback, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle for %s: %w", ifname, err)
+	}
+	l, err := newLoopbackAt(h, ifname, log)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// newLoopbackAt is NewLoopback on a given handle, which may belong to another
+// network namespace (netlink.NewHandleAt); tests use it. The Loopback owns h
+// from then on: Close closes it.
+func newLoopbackAt(h *netlink.Handle, ifname string, log *slog.Logger) (*Loopback, error) {
+	if h == nil {
+		return nil, errors.New("loopback: nil netlink handle")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	label := ifname + labelSuffix
+	if ifname == "" {
+		return nil, errors.New("loopback: empty interface name; use lo")
+	}
+	if len(label) > maxLabelLen {
+		return nil, fmt.Errorf("loopback: interface %q is too long: address label %q exceeds %d characters", ifname, label, maxLabelLen)
+	}
+	if _, err := h.LinkByName(ifname); err != nil {
+		return nil, fmt.Errorf("loopback: interface %s: %w", ifname, err)
+	}
+	return &Loopback{h: h, ifname: ifname, label: label, log: log.With("interface", ifname)}, nil
+}
+
+// Close releases the netlink sockets. The addresses stay as they are.
+func (l *Loopback) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.h != nil {
+		l.h.Close()
+		l.h = nil
+	}
+	return nil
+}
+
+// Add puts vip on the interface with scope global, so the node answers for
+// it and can use it as a source address. IPv4 VIPs get the "<ifname>:vip"
+// label; IPv6 VIPs get IFA_F_NODAD so they are usable at once instead of
+// tentative for the duplicate address detection delay. A VIP already present
+// is not an error.
+//
+// Add also sets the interface up if it is down. The kernel installs the
+// local routes of an address (the ones that make the node accept packets to
+// it and pick it as a source) only while its interface is up, so a VIP on a
+// down lo would be advertised but silently dropped. lo is always up on a
+// normal host, so this is a no-op there; it matters in a fresh network
+// namespace (containers, tests), where lo starts down.
+func (l *Loopback) Add(vip netip.Prefix) error {
+	if err := checkVIP(vip); err != nil {
+		return fmt.Errorf("add vip %s on %s: %w", vip, l.ifname, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.h == nil {
+		return fmt.Errorf("add vip %s on %s: %w", vip, l.ifname, net.ErrClosed)
+	}
+	link, err := l.h.LinkByName(l.ifname)
+	if err != nil {
+		return fmt.Errorf("add vip %s on %s: %w", vip, l.ifname, err)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := l.h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("add vip %s on %s: set %s up: %w", vip, l.ifname, l.ifname, err)
+		}
+		l.log.Info("interface was down, set it up", "vip", vip)
+	}
+	a := &netlink.Addr{IPNet: ipNet(vip), Scope: unix.RT_SCOPE_UNIVERSE}
+	if vip.Addr().Is4() {
+		a.Label = l.label
+	} else {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	switch err := l.h.AddrAdd(link, a); {
+	case err == nil:
+		l.log.Debug("vip added", "vip", vip)
+	case errors.Is(err, unix.EEXIST):
+		l.log.Debug("vip already present", "vip", vip)
+	default:
+		return fmt.Errorf("add vip %s on %s: %w", vip, l.ifname, err)
+	}
+	return nil
+}
+
+// Remove takes vip off the interface, whatever its label. An absent VIP is
+// not an error.
+func (l *Loopback) Remove(vip netip.Prefix) error {
+	if err := checkVIP(vip); err != nil {
+		return fmt.Errorf("remove vip %s from %s: %w", vip, l.ifname, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.h == nil {
+		return fmt.Errorf("remove vip %s from %s: %w", vip, l.ifname, net.ErrClosed)
+	}
+	link, err := l.h.LinkByName(l.ifname)
+	if err != nil {
+		return fmt.Errorf("remove vip %s from %s: %w", vip, l.ifname, err)
+	}
+	// No label: the kernel then matches the address whatever its label, so
+	// an unlabelled copy (added by hand or by an older version) goes too.
+	if err := l.h.AddrDel(link, &netlink.Addr{IPNet: ipNet(vip)}); err != nil && !isAbsent(err) {
+		return fmt.Errorf("remove vip %s from %s: %w", vip, l.ifname, err)
+	}
+	l.log.Debug("vip removed", "vip", vip)
+	return nil
+}
+
+// Cleanup removes every address on the interface that is in vips or carries
+// the "<ifname>:vip" label, and leaves all others (127.0.0.1/8, ::1, an
+// admin's addresses) alone. It tries every address and returns all
+// failures joined.
+func (l *Loopback) Cleanup(vips []netip.Prefix) error {
+	want := make(map[netip.Prefix]bool, len(vips))
+	for _, v := range vips {
+		want[v] = true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.h == nil {
+		return fmt.Errorf("cleanup vips on %s: %w", l.ifname, net.ErrClosed)
+	}
+	link, err := l.h.LinkByName(l.ifname)
+	if err != nil {
+		return fmt.Errorf("cleanup vips on %s: %w", l.ifname, err)
+	}
+	addrs, err := l.list(link)
+	if err != nil {
+		return fmt.Errorf("cleanup vips on %s: list addresses: %w", l.ifname, err)
+	}
+	var errs []error
+	for _, a := range addrs {
+		p, ok := prefixOf(a.IPNet)
+		if !ok {
+			continue
+		}
+		labelled := p.Addr().Is4() && a.Label == l.label
+		if !want[p] && !labelled {
+			continue
+		}
+		d := &netlink.Addr{IPNet: a.IPNet, Peer: a.Peer, Label: a.Label}
+		if err := l.h.AddrDel(link, d); err != nil && !isAbsent(err) {
+			err = fmt.Errorf("remove vip %s from %s: %w", p, l.ifname, err)
+			l.log.Error("cleanup: vip not removed", "vip", p, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		l.log.Info("cleanup: vip removed", "vip", p, "err", nil, "configured", want[p], "label", a.Label)
+	}
+	return errors.Join(errs...)
+}
+
+// list returns the addresses on link, re-reading a dump the kernel marked as
+// interrupted.
+func (l *Loopback) list(link netlink.Link) ([]netlink.Addr, error) {
+	var err error
+	for range dumpRetries {
+		var addrs []netlink.Addr
+		addrs, err = l.h.AddrList(link, netlink.FAMILY_ALL)
+		if err == nil {
+			return addrs, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// checkVIP rejects what Config.Validate rejects, in case a caller did not
+// validate: only a plain host prefix can be a VIP.
+func checkVIP(vip netip.Prefix) error {
+	a := vip.Addr()
+	switch {
+	case !vip.IsValid():
+		return errors.New("invalid prefix")
+	case a.Zone() != "" || a.Is4In6():
+		return errors.New("not a plain address (zone or IPv4-mapped)")
+	case !vip.IsSingleIP():
+		return fmt.Errorf("not a host prefix (want /%d)", a.BitLen())
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	ones, bits := n.Mask.Size()
+	if bits != a.BitLen() {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, ones), true
+}
+
+// isAbsent reports whether a delete failed only because the address was not
+// there (IPv4 and IPv6 say EADDRNOTAVAIL; ENOENT for completeness).
+func isAbsent(err error) bool {
+	return errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENOENT)
+}

@@ -1,0 +1,494 @@
+package speaker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// addrRow is one address on an interface as the tests compare it.
+type addrRow struct {
+	Prefix string
+	Label  string // IPv4 only; the kernel has no IPv6 labels
+}
+
+// testNetns creates a fresh network namespace for one test and returns a
+// file descriptor for it and a netlink handle in it. The test's own thread
+// never changes namespace: the namespace is created by a throwaway goroutine
+// whose locked thread the runtime destroys when it exits, and all netlink
+// traffic goes through a socket opened inside the namespace
+// (netlink.NewHandleAt). The namespace is unnamed, so it disappears with the
+// last descriptor even if the test binary dies.
+func testNetns(t *testing.T) (netns.NsHandle, *netlink.Handle) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: netlink tests need root (CAP_NET_ADMIN); run as root to exercise VIPs on lo")
+	}
+	type result struct {
+		ns  netns.NsHandle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// Never unlocked: this thread's namespace changes, so it must not
+		// go back to the pool; the runtime ends it when the goroutine ends.
+		runtime.LockOSThread()
+		ns, err := netns.New()
+		ch <- result{ns, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("new network namespace: %v", r.err)
+	}
+	ns := r.ns
+	t.Cleanup(func() { ns.Close() })
+
+	host, err := netns.Get()
+	if err != nil {
+		t.Fatalf("current network namespace: %v", err)
+	}
+	defer host.Close()
+	if ns.Equal(host) {
+		t.Fatalf("new namespace %s is the test's own namespace", ns)
+	}
+
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", ns, err)
+	}
+	t.Cleanup(h.Close)
+	return ns, h
+}
+
+// newTestLoopback returns a Loopback on lo in a fresh namespace, the
+// namespace, and a separate handle for the test's own inspection.
+func newTestLoopback(t *testing.T, log *slogRecorder) (*Loopback, netns.NsHandle, *netlink.Handle) {
+	t.Helper()
+	ns, h := testNetns(t)
+	own, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", ns, err)
+	}
+	if log == nil {
+		log = &slogRecorder{}
+	}
+	l, err := newLoopbackAt(own, "lo", log.logger())
+	if err != nil {
+		own.Close()
+		t.Fatalf("newLoopbackAt: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, ns, h
+}
+
+func listAddrs(t *testing.T, h *netlink.Handle, ifname string) []addrRow {
+	t.Helper()
+	var rows []addrRow
+	for _, a := range rawAddrs(t, h, ifname) {
+		rows = append(rows, addrRow{Prefix: a.IPNet.String(), Label: a.Label})
+	}
+	slices.SortFunc(rows, func(a, b addrRow) int { return strings.Compare(a.Prefix, b.Prefix) })
+	return rows
+}
+
+func rawAddrs(t *testing.T, h *netlink.Handle, ifname string) []netlink.Addr {
+	t.Helper()
+	link, err := h.LinkByName(ifname)
+	if err != nil {
+		t.Fatalf("link %s: %v", ifname, err)
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatalf("list addresses on %s: %v", ifname, err)
+	}
+	return addrs
+}
+
+func findAddr(t *testing.T, h *netlink.Handle, p netip.Prefix) (netlink.Addr, bool) {
+	t.Helper()
+	for _, a := range rawAddrs(t, h, "lo") {
+		if a.IPNet.String() == p.String() {
+			return a, true
+		}
+	}
+	return netlink.Addr{}, false
+}
+
+// addAdminAddr puts an address on lo the way an admin's `ip addr add` would:
+// no vipcast label.
+func addAdminAddr(t *testing.T, h *netlink.Handle, s, label string) {
+	t.Helper()
+	a, err := netlink.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Label = label
+	link, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrAdd(link, a); err != nil {
+		t.Fatalf("add %s: %v", s, err)
+	}
+}
+
+// baseline is what lo carries in a fresh namespace once it is up.
+var baseline = []addrRow{{"127.0.0.1/8", "lo"}, {"::1/128", ""}}
+
+func withRows(extra ...addrRow) []addrRow {
+	rows := append(slices.Clone(baseline), extra...)
+	slices.SortFunc(rows, func(a, b addrRow) int { return strings.Compare(a.Prefix, b.Prefix) })
+	return rows
+}
+
+func TestLoopbackAddRemove(t *testing.T) {
+	tests := []struct {
+		name      string
+		vip       netip.Prefix
+		wantLabel string
+		wantFlags int // must be set
+	}{
+		{"ipv4 /32", netip.MustParsePrefix("203.0.113.10/32"), "lo:vip", 0},
+		{"ipv6 /128", netip.MustParsePrefix("2001:db8::10/128"), "", unix.IFA_F_NODAD},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, _, h := newTestLoopback(t, nil)
+			// Bring lo up first so 127.0.0.1 and ::1 exist, then add an
+			// admin's address that must survive everything below.
+			if err := l.Add(tt.vip); err != nil {
+				t.Fatalf("Add: %v", err)
+			}
+			addAdminAddr(t, h, "198.51.100.7/32", "")
+			if err := l.Add(tt.vip); err != nil {
+				t.Fatalf("second Add: %v", err)
+			}
+
+			want := withRows(addrRow{"198.51.100.7/32", "lo"}, addrRow{tt.vip.String(), tt.wantLabel})
+			if diff := cmp.Diff(want, listAddrs(t, h, "lo")); diff != "" {
+				t.Fatalf("after Add twice (-want +got):\n%s", diff)
+			}
+			a, _ := findAddr(t, h, tt.vip)
+			if a.Scope != unix.RT_SCOPE_UNIVERSE {
+				t.Errorf("scope = %d, want %d (global)", a.Scope, unix.RT_SCOPE_UNIVERSE)
+			}
+			if a.Flags&tt.wantFlags != tt.wantFlags {
+				t.Errorf("flags = %#x, want %#x set", a.Flags, tt.wantFlags)
+			}
+			if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+				t.Errorf("flags = %#x: address is tentative (DAD running)", a.Flags)
+			}
+
+			if err := l.Remove(tt.vip); err != nil {
+				t.Fatalf("Remove: %v", err)
+			}
+			want = withRows(addrRow{"198.51.100.7/32", "lo"})
+			if diff := cmp.Diff(want, listAddrs(t, h, "lo")); diff != "" {
+				t.Fatalf("after Remove (-want +got):\n%s", diff)
+			}
+			if err := l.Remove(tt.vip); err != nil {
+				t.Fatalf("Remove of an absent VIP: %v, want nil", err)
+			}
+			if diff := cmp.Diff(want, listAddrs(t, h, "lo")); diff != "" {
+				t.Fatalf("after second Remove (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// An unlabelled copy of a VIP (added by hand) is still removed by Remove.
+func TestLoopbackRemoveUnlabelledAddr(t *testing.T) {
+	l, _, h := newTestLoopback(t, nil)
+	vip := netip.MustParsePrefix("203.0.113.10/32")
+	if err := l.Add(netip.MustParsePrefix("203.0.113.11/32")); err != nil { // sets lo up
+		t.Fatal(err)
+	}
+	addAdminAddr(t, h, vip.String(), "")
+	if err := l.Add(vip); err != nil {
+		t.Fatalf("Add over an admin's copy: %v", err)
+	}
+	if err := l.Remove(vip); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, ok := findAddr(t, h, vip); ok {
+		t.Errorf("%s still on lo after Remove", vip)
+	}
+}
+
+func TestLoopbackAddSetsInterfaceUp(t *testing.T) {
+	l, _, h := newTestLoopback(t, nil)
+	link, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if link.Attrs().Flags&net.FlagUp != 0 {
+		t.Fatalf("lo is already up in a fresh namespace; the test cannot check Add brings it up")
+	}
+	if err := l.Add(netip.MustParsePrefix("203.0.113.10/32")); err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	link, err = h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("lo is down after Add")
+	}
+	if diff := cmp.Diff(withRows(addrRow{"203.0.113.10/32", "lo:vip"}), listAddrs(t, h, "lo")); diff != "" {
+		t.Errorf("addresses (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoopbackCleanup(t *testing.T) {
+	rec := &slogRecorder{}
+	l, _, h := newTestLoopback(t, rec)
+	configured := []netip.Prefix{
+		netip.MustParsePrefix("203.0.113.10/32"),
+		netip.MustParsePrefix("2001:db8::10/128"),
+		netip.MustParsePrefix("203.0.113.20/32"), // configured but absent
+	}
+	for _, s := range []string{"203.0.113.10/32", "2001:db8::10/128", "203.0.113.99/32"} {
+		if err := l.Add(netip.MustParsePrefix(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addAdminAddr(t, h, "198.51.100.7/32", "")
+	addAdminAddr(t, h, "198.51.100.8/32", "lo:admin")
+	addAdminAddr(t, h, "2001:db8::99/128", "")
+	addAdminAddr(t, h, "203.0.113.10/24", "") // same address, other prefix: not the VIP
+
+	if err := l.Cleanup(configured); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	want := withRows(
+		addrRow{"198.51.100.7/32", "lo"},
+		addrRow{"198.51.100.8/32", "lo:admin"},
+		addrRow{"2001:db8::99/128", ""},
+		addrRow{"203.0.113.10/24", "lo"},
+	)
+	if diff := cmp.Diff(want, listAddrs(t, h, "lo")); diff != "" {
+		t.Errorf("after Cleanup (-want +got):\n%s", diff)
+	}
+
+	var removed []string
+	for _, r := range rec.records(t) {
+		if _, ok := r["err"]; !ok {
+			continue
+		}
+		vip, _ := r["vip"].(string)
+		removed = append(removed, vip)
+		if r["err"] != nil {
+			t.Errorf("removal of %s logged err=%v", vip, r["err"])
+		}
+	}
+	slices.Sort(removed)
+	if diff := cmp.Diff([]string{"2001:db8::10/128", "203.0.113.10/32", "203.0.113.99/32"}, removed); diff != "" {
+		t.Errorf("logged removals (-want +got):\n%s", diff)
+	}
+
+	if err := l.Cleanup(configured); err != nil {
+		t.Fatalf("second Cleanup: %v", err)
+	}
+	if diff := cmp.Diff(want, listAddrs(t, h, "lo")); diff != "" {
+		t.Errorf("after second Cleanup (-want +got):\n%s", diff)
+	}
+}
+
+// TestStaleVIPsFromKilledPredecessor runs a predecessor vipcast in a child
+// process that adds its VIPs (one of them no longer in the configuration)
+// and is SIGKILLed, so nothing of its own cleans up; a successor's Cleanup
+// must then remove both, and nothing else.
+func TestStaleVIPsFromKilledPredecessor(t *testing.T) {
+	ns, h := testNetns(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsFile := os.NewFile(uintptr(fd), "netns")
+	defer nsFile.Close()
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestNetnsHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(),
+		helperEnv+"=1",
+		helperIfEnv+"=lo",
+		helperVIPsEnv+"=203.0.113.10/32,203.0.113.99/32,2001:db8::10/128",
+	)
+	cmd.ExtraFiles = []*os.File{nsFile} // fd 3 in the child
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe() // held open: the child blocks reading it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start predecessor: %v", err)
+	}
+	waited := false
+	t.Cleanup(func() {
+		if !waited {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+
+	ready := false
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if sc.Text() == helperReady {
+			ready = true
+			break
+		}
+	}
+	if !ready {
+		_ = cmd.Process.Kill()
+		werr := cmd.Wait()
+		waited = true
+		t.Fatalf("predecessor exited before it was ready (%v); stderr:\n%s", werr, stderr.String())
+	}
+
+	// The predecessor's VIPs are there, in the test namespace only.
+	before := listAddrs(t, h, "lo")
+	for _, r := range []addrRow{{"203.0.113.10/32", "lo:vip"}, {"203.0.113.99/32", "lo:vip"}, {"2001:db8::10/128", ""}} {
+		if !slices.Contains(before, r) {
+			t.Fatalf("predecessor's %v missing before the kill; addresses: %v", r, before)
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL predecessor: %v", err)
+	}
+	werr := cmd.Wait()
+	waited = true
+	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("predecessor did not die of SIGKILL: %v; stderr:\n%s", werr, stderr.String())
+	}
+	if diff := cmp.Diff(before, listAddrs(t, h, "lo")); diff != "" {
+		t.Fatalf("addresses changed by the kill (-before +after):\n%s", diff)
+	}
+
+	addAdminAddr(t, h, "198.51.100.7/32", "")
+
+	own, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &slogRecorder{}
+	l, err := newLoopbackAt(own, "lo", rec.logger())
+	if err != nil {
+		own.Close()
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// The successor's configuration no longer lists 203.0.113.99.
+	configured := []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32"), netip.MustParsePrefix("2001:db8::10/128")}
+	if err := l.Cleanup(configured); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if diff := cmp.Diff(withRows(addrRow{"198.51.100.7/32", "lo"}), listAddrs(t, h, "lo")); diff != "" {
+		t.Errorf("after the successor's Cleanup (-want +got):\n%s", diff)
+	}
+}
+
+func TestNewLoopbackAddrErrors(t *testing.T) {
+	ns, _ := testNetns(t)
+	handle := func() *netlink.Handle {
+		h, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Close)
+		return h
+	}
+	for _, tt := range []struct{ ifname, wantErr string }{
+		{"", "empty interface name"},
+		{"abcdefghijkl", "too long"},
+		{"nosuch0", "nosuch0"},
+	} {
+		_, err := newLoopbackAt(handle(), tt.ifname, nil)
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("newLoopbackAt(%q) = %v, want error containing %q", tt.ifname, err, tt.wantErr)
+		}
+	}
+	if _, err := newLoopbackAt(nil, "lo", nil); err == nil {
+		t.Errorf("newLoopbackAt(nil handle) = nil error")
+	}
+
+	l, err := newLoopbackAt(handle(), "lo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{
+		{},
+		netip.MustParsePrefix("203.0.113.0/24"),
+		netip.MustParsePrefix("::ffff:203.0.113.1/128"),
+	} {
+		if err := l.Add(p); err == nil || !strings.Contains(err.Error(), "add vip "+p.String()+" on lo") {
+			t.Errorf("Add(%v) = %v, want error naming the vip", p, err)
+		}
+		if err := l.Remove(p); err == nil || !strings.Contains(err.Error(), "remove vip "+p.String()+" from lo") {
+			t.Errorf("Remove(%v) = %v, want error naming the vip", p, err)
+		}
+	}
+
+	l.Close()
+	vip := netip.MustParsePrefix("203.0.113.10/32")
+	for name, err := range map[string]error{"Add": l.Add(vip), "Remove": l.Remove(vip), "Cleanup": l.Cleanup([]netip.Prefix{vip})} {
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s after Close = %v, want wrapped net.ErrClosed", name, err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// slogRecorder collects JSON log records.
+type slogRecorder struct{ buf bytes.Buffer }
+
+func (r *slogRecorder) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(&r.buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func (r *slogRecorder) records(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	dec := json.NewDecoder(bytes.NewReader(r.buf.Bytes()))
+	for dec.More() {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("log is not JSON lines: %v\n%s", err, r.buf.String())
+		}
+		out = append(out, m)
+	}
+	return out
+}
