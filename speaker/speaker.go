@@ -73,13 +73,15 @@ func New(cfg Config, d Deps) (*Speaker, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Speaker{
+	s := &Speaker{
 		cfg: cfg, vips: cfg.Prefixes(), d: d,
 		shutdownCh: make(chan struct{}),
 		drainCh:    make(chan bool),
 		inRIB:      map[netip.Prefix]bool{},
 		onLo:       map[netip.Prefix]bool{},
-	}, nil
+	}
+	s.status.Decisions = s.newMachine().Decisions()
+	return s, nil
 }
 
 // Shutdown asks Run for the graceful sequence: withdraw, wait the drain
@@ -110,6 +112,10 @@ func (s *Speaker) Status() Status {
 	return st
 }
 
+func (s *Speaker) newMachine() *Machine {
+	return NewMachine(MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, Damping: s.cfg.Damping}, s.vips, s.d.Now())
+}
+
 // Run starts the router and reconciles until Shutdown completes or ctx is
 // cancelled. The VIPs are never left on lo when it returns.
 func (s *Speaker) Run(ctx context.Context) (err error) {
@@ -122,7 +128,7 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 	if err := s.d.Router.Start(ctx); err != nil {
 		return fmt.Errorf("start BGP: %w", err)
 	}
-	m := NewMachine(MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, Damping: s.cfg.Damping}, s.vips, s.d.Now())
+	m := s.newMachine()
 	s.record(m, nil, nil)
 
 	probeCtx, stopProbes := context.WithCancel(ctx)

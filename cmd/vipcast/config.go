@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -106,7 +105,7 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 	for name, val := range env {
 		key, ok := known[name]
 		if !ok {
-			errs = append(errs, fmt.Errorf("%s: not a vipcast setting; see docs/configuration.md for the VIPCAST_* names", name))
+			errs = append(errs, fmt.Errorf("%s: not a vipcast setting; see the README's Configuration section for the VIPCAST_* names", name))
 			continue
 		}
 		v.Set(key, val)
@@ -166,9 +165,18 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 	return cfg, errors.Join(errs...)
 }
 
-// Validate runs every package's validation and joins the results.
+// Validate runs every package's validation, then the rules that span
+// packages, and joins the results.
 func (c fileConfig) Validate() error {
-	return errors.Join(c.Speaker.Validate(), c.Peering.Validate(), c.Policy.Validate())
+	errs := []error{c.Speaker.Validate(), c.Peering.Validate(), c.Policy.Validate()}
+	for i, p := range c.Peering.WithDefaults().Peers {
+		// A router drops a path that carries its own ASN: prepending on
+		// iBGP would make the VIP vanish instead of lowering its rank.
+		if c.Policy.Prepend > 0 && p.ASN != 0 && p.ASN == p.LocalASN {
+			errs = append(errs, fmt.Errorf("policy.prepend: %d with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use policy.med or policy.localPref instead", c.Policy.Prepend, i, p.ASN))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 type badValue struct {
@@ -192,7 +200,7 @@ func decodeErrors(err error, settings map[string]any) []badValue {
 			return
 		}
 		val, _ := lookupPath(settings, de.Name())
-		msg := fmt.Sprintf("%s: %#v is not valid (%v); check the type in docs/configuration.md", de.Name(), val, de.Unwrap())
+		msg := fmt.Sprintf("%s: %#v is not valid (%v); check the type in the README's Configuration section", de.Name(), val, de.Unwrap())
 		switch inner := de.Unwrap().Error(); {
 		case strings.Contains(inner, "duration"):
 			msg = fmt.Sprintf("%s: %#v is not a duration; write it like 200ms, 1s or 1m30s", de.Name(), val)
@@ -318,8 +326,8 @@ func unknownKey(k string, _ map[string]string) error {
 	parent, leaf := splitLeaf(norm)
 	best, bestD := "", 4
 	for _, key := range allKeys(reflect.TypeOf(fileConfig{}), "") {
-		kp, kl := splitLeaf(key)
-		d := levenshtein(norm, key)
+		kp, kl := splitLeaf(strings.ToLower(key))
+		d := levenshtein(norm, strings.ToLower(key))
 		if kl == leaf {
 			d = 0 // right name, wrong place
 		} else if kp == parent && (strings.HasPrefix(kl, leaf) || strings.HasPrefix(leaf, kl)) {
@@ -336,7 +344,7 @@ func unknownKey(k string, _ map[string]string) error {
 	if best != "" {
 		return fmt.Errorf("%s: unknown key; did you mean %q?", k, best)
 	}
-	return fmt.Errorf("%s: unknown key; remove it (see docs/configuration.md for the settings)", k)
+	return fmt.Errorf("%s: unknown key; remove it (the README's Configuration section lists the settings)", k)
 }
 
 func splitLeaf(k string) (parent, leaf string) {
@@ -377,7 +385,7 @@ func leafKeys(t reflect.Type, prefix string) map[string]string {
 	return out
 }
 
-// allKeys lists every setting's dotted key, lowercased, with list items
+// allKeys lists every setting's dotted key, with list items
 // written as peers[].address.
 func allKeys(t reflect.Type, prefix string) []string {
 	var out []string
@@ -386,7 +394,7 @@ func allKeys(t reflect.Type, prefix string) []string {
 		tag, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
 		key := prefix
 		if opts != "squash" {
-			key = prefix + strings.ToLower(tag)
+			key = prefix + tag
 		}
 		ft := f.Type
 		switch {
@@ -401,16 +409,6 @@ func allKeys(t reflect.Type, prefix string) []string {
 		}
 	}
 	return out
-}
-
-// knownKeys lists the dotted keys, for docs and suggestions.
-func knownKeys() []string {
-	var ks []string
-	for _, k := range leafKeys(reflect.TypeOf(fileConfig{}), "") {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func levenshtein(a, b string) int {

@@ -1,16 +1,80 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
 	"github.com/spf13/cobra"
+
+	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/speaker"
 )
 
 func newRunCmd(environ []string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "Run the speaker",
+		Short: "Run the speaker: probe the local apiserver and advertise the VIPs while it is healthy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return nil
+			cfg, err := loadConfig(cmd.Flags(), environ)
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), problems(err))
+				return exitError{code: 2}
+			}
+			log, err := newLogger(cmd, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			attrs, _ := cfg.Policy.Attributes() // validated above
+			vips := cfg.Speaker.Prefixes()
+
+			prober, err := speaker.NewHTTPProber(cfg.Speaker.Health)
+			if err != nil {
+				return fmt.Errorf("health check: %w", err)
+			}
+			defer prober.Close()
+			addrs, err := speaker.NewLoopback(cfg.Speaker.Loopback.Interface, log)
+			if err != nil {
+				return fmt.Errorf("loopback: %w", err)
+			}
+			router, err := peers.NewGoBGP(cfg.Peering, vips, log)
+			if err != nil {
+				return fmt.Errorf("bgp: %w", err)
+			}
+			sp, err := speaker.New(cfg.Speaker, speaker.Deps{
+				Router: router, Addresses: addrs, Prober: prober, Attributes: attrs, Log: log,
+			})
+			if err != nil {
+				return err
+			}
+
+			// First SIGTERM/SIGINT: graceful (withdraw, drain, remove, close).
+			// Second: cancel the context, which skips the drain.
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			sigs := make(chan os.Signal, 2)
+			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+			defer signal.Stop(sigs)
+			go func() {
+				select {
+				case s := <-sigs:
+					log.Info("signal received: graceful shutdown", "signal", s.String())
+					sp.Shutdown()
+				case <-ctx.Done():
+					return
+				}
+				select {
+				case s := <-sigs:
+					log.Warn("second signal: exiting at once", "signal", s.String())
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			log.Info("vipcast starting", "version", version, "vips", cfg.Speaker.VIPs, "peers", len(cfg.Peering.Peers))
+			return sp.Run(ctx)
 		},
 	}
 	addConfigFlags(cmd.Flags())

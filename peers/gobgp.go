@@ -1,0 +1,471 @@
+package peers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/server"
+
+	"github.com/vipcast/vipcast/policy"
+)
+
+// Names of the GoBGP policy objects vipcast installs.
+const (
+	importPolicy = "vipcast-import"
+	exportPolicy = "vipcast-export"
+	vipSetPrefix = "vipcast-vips-" // + "v4" / "v6": GoBGP prefix sets hold one family
+)
+
+// ErrNotRunning is returned by RIB operations outside Start..Stop.
+var ErrNotRunning = errors.New("BGP is not running")
+
+// GoBGP is the Router backed by an embedded GoBGP v3 server. It originates
+// only the VIPs it was built with and never installs a received route:
+//
+//   - import: GoBGP v3 applies neighbor policies only to route-server
+//     clients; for ordinary peers the import policy is the global one, and it
+//     also filters paths added with AddPath. So the global import policy
+//     accepts route-type local (vipcast's own paths) and rejects the rest.
+//   - export: the global export policy accepts a local path only if its
+//     prefix is in the "vipcast-vips-*" prefix sets with its exact mask
+//     length; everything else is rejected.
+type GoBGP struct {
+	cfg  Config
+	vips map[netip.Prefix]bool
+	log  *slog.Logger
+
+	mu        sync.Mutex // serialises Start, Stop and RIB changes
+	phase     int        // phaseNew, phaseRunning, phaseStopped
+	srv       *server.BgpServer
+	stopWatch context.CancelFunc
+	paths     map[netip.Prefix]announced
+
+	pmu   sync.Mutex // guards peers; never held while calling GoBGP
+	peers map[netip.Addr]*peerTrack
+}
+
+const (
+	phaseNew = iota
+	phaseRunning
+	phaseStopped
+)
+
+type announced struct {
+	uuid  []byte
+	attrs policy.Attributes
+}
+
+// peerTrack is what GoBGP's API does not report: the failure reason, taken
+// from its log records, and whether the operator was already told.
+type peerTrack struct {
+	password  bool
+	state     SessionState
+	lastError string
+	warned    bool // a connect failure was logged at Warn during this outage
+}
+
+var _ Router = (*GoBGP)(nil)
+
+// NewGoBGP returns a stopped router for a validated cfg. vips are the only
+// prefixes Announce accepts and the only ones the export policy lets out.
+// A nil log discards.
+func NewGoBGP(cfg Config, vips []netip.Prefix, log *slog.Logger) (*GoBGP, error) {
+	if len(vips) == 0 {
+		return nil, errors.New("no VIPs: vipcast needs at least one prefix to advertise")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &GoBGP{
+		cfg:   cfg.WithDefaults(),
+		vips:  make(map[netip.Prefix]bool, len(vips)),
+		log:   log,
+		paths: map[netip.Prefix]announced{},
+		peers: map[netip.Addr]*peerTrack{},
+	}
+	for _, p := range vips {
+		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return nil, fmt.Errorf("VIP %s is not a canonical IPv4 or IPv6 prefix; use e.g. 192.0.2.10/32", p)
+		}
+		g.vips[p] = true
+	}
+	for _, p := range g.cfg.Peers {
+		a, err := netip.ParseAddr(p.Address)
+		if err != nil {
+			return nil, fmt.Errorf("peer address %q: %w", p.Address, err)
+		}
+		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle}
+	}
+	return g, nil
+}
+
+// Start brings up GoBGP with the policies in place before any peer exists,
+// so no session ever runs without them.
+func (g *GoBGP) Start(ctx context.Context) (err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.phase != phaseNew {
+		return errors.New("start BGP: already started")
+	}
+	rid, err := resolveRouterID(g.cfg.BGP.RouterID)
+	if err != nil {
+		return fmt.Errorf("start BGP: %w", err)
+	}
+	s := server.NewBgpServer(server.LoggerOption(&slogAdapter{log: g.log.With("component", "gobgp"), observe: g.observe}))
+	// GoBGP v3's Serve loop has no exit: after StopBgp it stays parked on
+	// its channels. There is one per process, so this is accepted.
+	go s.Serve()
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	g.srv, g.stopWatch, g.phase = s, stopWatch, phaseRunning
+	defer func() {
+		if err != nil {
+			g.shutdown(ctx)
+			err = fmt.Errorf("start BGP: %w", err)
+		}
+	}()
+
+	global := &api.Global{Asn: g.cfg.BGP.ASN, RouterId: rid.String(), ListenPort: -1}
+	if g.cfg.BGP.ListenPort != 0 {
+		global.ListenPort = int32(g.cfg.BGP.ListenPort)
+		global.ListenAddresses = g.cfg.BGP.ListenAddresses
+	}
+	if err := s.StartBgp(ctx, &api.StartBgpRequest{Global: global}); err != nil {
+		return err
+	}
+	if err := g.installPolicies(ctx); err != nil {
+		return fmt.Errorf("installing policies: %w", err)
+	}
+	// GoBGP stops the watch goroutine when watchCtx is cancelled in Stop.
+	if err := s.WatchEvent(watchCtx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, g.onEvent); err != nil {
+		return fmt.Errorf("watching peers: %w", err)
+	}
+	for _, p := range g.cfg.Peers {
+		ap, err := apiPeer(p)
+		if err != nil {
+			return fmt.Errorf("peer %s: %w", p.Address, err)
+		}
+		if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
+			return fmt.Errorf("peer %s: %w", p.Address, err)
+		}
+	}
+	g.log.Info("BGP started", "asn", g.cfg.BGP.ASN, "routerID", rid, "peers", len(g.cfg.Peers), "listenPort", g.cfg.BGP.ListenPort)
+	return nil
+}
+
+func (g *GoBGP) installPolicies(ctx context.Context) error {
+	s := g.srv
+	local := api.Conditions_ROUTE_TYPE_LOCAL
+	accept := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
+	imp := &api.Policy{Name: importPolicy, Statements: []*api.Statement{{
+		Name: importPolicy + "-local", Conditions: &api.Conditions{RouteType: local}, Actions: accept,
+	}}}
+	exp := &api.Policy{Name: exportPolicy}
+	sets := map[string][]*api.Prefix{}
+	for p := range g.vips {
+		fam := "v4"
+		if p.Addr().Is6() {
+			fam = "v6"
+		}
+		bits := uint32(p.Bits()) // exact match: a covering or longer prefix never passes
+		sets[fam] = append(sets[fam], &api.Prefix{IpPrefix: p.String(), MaskLengthMin: bits, MaskLengthMax: bits})
+	}
+	for _, fam := range []string{"v4", "v6"} {
+		if len(sets[fam]) == 0 {
+			continue
+		}
+		name := vipSetPrefix + fam
+		if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_PREFIX, Name: name, Prefixes: sets[fam],
+		}}); err != nil {
+			return err
+		}
+		exp.Statements = append(exp.Statements, &api.Statement{
+			Name:       exportPolicy + "-" + fam,
+			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: name}, RouteType: local},
+			Actions:    accept,
+		})
+	}
+	for _, a := range []struct {
+		p   *api.Policy
+		dir api.PolicyDirection
+	}{{imp, api.PolicyDirection_IMPORT}, {exp, api.PolicyDirection_EXPORT}} {
+		if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: a.p}); err != nil {
+			return err
+		}
+		if err := s.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name: "global", Direction: a.dir, Policies: []*api.Policy{{Name: a.p.Name}}, DefaultAction: api.RouteAction_REJECT,
+		}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func apiPeer(p Peer) (*api.Peer, error) {
+	var pw string
+	if p.PasswordFile != "" {
+		var err error
+		if pw, err = ReadPassword(p.PasswordFile); err != nil {
+			return nil, err
+		}
+	}
+	ap := &api.Peer{
+		Conf: &api.PeerConf{NeighborAddress: p.Address, PeerAsn: p.ASN, LocalAsn: p.LocalASN, AuthPassword: pw},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			HoldTime:          uint64(p.HoldTime / time.Second),
+			KeepaliveInterval: uint64(p.KeepaliveTime / time.Second),
+			ConnectRetry:      uint64(p.ConnectRetry / time.Second),
+		}},
+		Transport: &api.Transport{RemotePort: uint32(p.Port), LocalAddress: p.SourceAddress, PassiveMode: p.Passive},
+	}
+	if p.EBGPMultihop > 0 {
+		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihop)}
+	}
+	for _, f := range p.Families {
+		afi := api.Family_AFI_IP
+		if f == familyV6 {
+			afi = api.Family_AFI_IP6
+		}
+		ap.AfiSafis = append(ap.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{
+			Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true,
+		}})
+	}
+	return ap, nil
+}
+
+// Announce adds or replaces the path for a configured VIP. Announcing the
+// same attributes again is a no-op, so a reconcile loop does not make GoBGP
+// resend UPDATEs.
+func (g *GoBGP) Announce(ctx context.Context, prefix netip.Prefix, attrs policy.Attributes) error {
+	if !g.vips[prefix] {
+		return fmt.Errorf("announce %s: not a configured VIP; vipcast only advertises its VIPs", prefix)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.phase != phaseRunning {
+		return fmt.Errorf("announce %s: %w", prefix, ErrNotRunning)
+	}
+	if cur, ok := g.paths[prefix]; ok && reflect.DeepEqual(cur.attrs, attrs) {
+		return nil
+	}
+	path, err := apiPath(prefix, attrs, g.cfg.BGP.ASN)
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", prefix, err)
+	}
+	resp, err := g.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", prefix, err)
+	}
+	g.paths[prefix] = announced{uuid: resp.Uuid, attrs: cloneAttrs(attrs)}
+	g.log.Debug("prefix announced", "prefix", prefix)
+	return nil
+}
+
+// Withdraw removes the path for prefix by the UUID GoBGP gave it.
+func (g *GoBGP) Withdraw(ctx context.Context, prefix netip.Prefix) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cur, ok := g.paths[prefix]
+	if !ok || g.phase != phaseRunning {
+		return nil
+	}
+	if err := g.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Uuid: cur.uuid}); err != nil {
+		return fmt.Errorf("withdraw %s: %w", prefix, err)
+	}
+	delete(g.paths, prefix)
+	g.log.Debug("prefix withdrawn", "prefix", prefix)
+	return nil
+}
+
+// apiPath builds the locally originated path. The unspecified next hop
+// tells GoBGP to use each session's local address.
+func apiPath(prefix netip.Prefix, a policy.Attributes, asn uint32) (*api.Path, error) {
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	var nlri bgp.AddrPrefixInterface
+	if prefix.Addr().Is4() {
+		nlri = bgp.NewIPAddrPrefix(uint8(prefix.Bits()), prefix.Addr().String())
+		attrs = append(attrs, bgp.NewPathAttributeNextHop("0.0.0.0"))
+	} else {
+		nlri = bgp.NewIPv6AddrPrefix(uint8(prefix.Bits()), prefix.Addr().String())
+		attrs = append(attrs, bgp.NewPathAttributeMpReachNLRI("::", []bgp.AddrPrefixInterface{nlri}))
+	}
+	// GoBGP adds the session's local ASN once on eBGP sessions; Prepend
+	// repeats the global ASN in front of it.
+	var segs []bgp.AsPathParamInterface
+	if a.Prepend > 0 {
+		segs = append(segs, bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, slices.Repeat([]uint32{asn}, int(a.Prepend))))
+	}
+	attrs = append(attrs, bgp.NewPathAttributeAsPath(segs))
+	if a.MED != nil {
+		attrs = append(attrs, bgp.NewPathAttributeMultiExitDisc(*a.MED))
+	}
+	if a.LocalPref != nil {
+		attrs = append(attrs, bgp.NewPathAttributeLocalPref(*a.LocalPref))
+	}
+	if len(a.Communities) > 0 {
+		cs := make([]uint32, len(a.Communities))
+		for i, c := range a.Communities {
+			cs[i] = uint32(c)
+		}
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(cs))
+	}
+	if len(a.LargeCommunities) > 0 {
+		ls := make([]*bgp.LargeCommunity, len(a.LargeCommunities))
+		for i, c := range a.LargeCommunities {
+			ls[i] = bgp.NewLargeCommunity(c.Global, c.Local1, c.Local2)
+		}
+		attrs = append(attrs, bgp.NewPathAttributeLargeCommunities(ls))
+	}
+	return apiutil.NewPath(nlri, false, attrs, time.Now())
+}
+
+func cloneAttrs(a policy.Attributes) policy.Attributes {
+	a.Communities = slices.Clone(a.Communities)
+	a.LargeCommunities = slices.Clone(a.LargeCommunities)
+	if a.MED != nil {
+		v := *a.MED
+		a.MED = &v
+	}
+	if a.LocalPref != nil {
+		v := *a.LocalPref
+		a.LocalPref = &v
+	}
+	return a
+}
+
+// Peers reports the configured peers in configuration order. Outside
+// Start..Stop every peer is idle.
+func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
+	g.mu.Lock()
+	s, running := g.srv, g.phase == phaseRunning
+	g.mu.Unlock()
+	got := map[netip.Addr]*api.Peer{}
+	if running {
+		err := s.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+			if a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress()); err == nil {
+				got[a] = p
+			}
+		})
+		if err == nil {
+			err = ctx.Err() // ListPeer returns nil when ctx ends mid-listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing peers: %w", err)
+		}
+	}
+	out := make([]PeerStatus, 0, len(g.cfg.Peers))
+	for _, p := range g.cfg.Peers {
+		addr, _ := netip.ParseAddr(p.Address)
+		st := PeerStatus{Address: addr, ASN: p.ASN, State: StateIdle}
+		if !running {
+			st.LastError = ErrNotRunning.Error()
+		}
+		if ap, ok := got[addr]; ok {
+			st.State = sessionState(ap.GetState().GetSessionState())
+			ts := ap.GetTimers().GetState().GetDowntime()
+			if st.State == StateEstablished {
+				ts = ap.GetTimers().GetState().GetUptime()
+				for _, af := range ap.GetAfiSafis() {
+					st.PrefixesSent += int(af.GetState().GetAdvertised())
+				}
+			}
+			if ts != nil {
+				st.Since = ts.AsTime()
+			}
+		}
+		if running {
+			g.pmu.Lock()
+			st.LastError = g.peers[addr].lastError
+			g.pmu.Unlock()
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func sessionState(s api.PeerState_SessionState) SessionState {
+	switch s {
+	case api.PeerState_IDLE:
+		return StateIdle
+	case api.PeerState_CONNECT:
+		return StateConnect
+	case api.PeerState_ACTIVE:
+		return StateActive
+	case api.PeerState_OPENSENT:
+		return StateOpenSent
+	case api.PeerState_OPENCONFIRM:
+		return StateOpenConfirm
+	case api.PeerState_ESTABLISHED:
+		return StateEstablished
+	}
+	return StateUnknown
+}
+
+// Stop sends Cease to every peer (GoBGP's StopBgp deconfigures them) and
+// waits for the sessions to close. GoBGP ignores ctx here.
+func (g *GoBGP) Stop(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.phase != phaseRunning {
+		g.phase = phaseStopped
+		return nil
+	}
+	if err := g.shutdown(ctx); err != nil {
+		return fmt.Errorf("stop BGP: %w", err)
+	}
+	g.log.Info("BGP stopped")
+	return nil
+}
+
+// shutdown needs g.mu. Peer watching ends first: sessions closing on
+// purpose are not worth a warning each.
+func (g *GoBGP) shutdown(ctx context.Context) error {
+	g.phase = phaseStopped
+	g.stopWatch()
+	g.paths = map[netip.Prefix]announced{}
+	return g.srv.StopBgp(ctx, &api.StopBgpRequest{})
+}
+
+// onEvent logs session changes from GoBGP's peer watch.
+func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
+	pe := r.GetPeer()
+	if pe == nil || pe.GetType() != api.WatchEventResponse_PeerEvent_STATE {
+		return
+	}
+	addr, err := netip.ParseAddr(pe.GetPeer().GetState().GetNeighborAddress())
+	if err != nil {
+		return
+	}
+	state := sessionState(pe.GetPeer().GetState().GetSessionState())
+	g.pmu.Lock()
+	t, ok := g.peers[addr]
+	if !ok {
+		g.pmu.Unlock()
+		return
+	}
+	prev, lastErr := t.state, t.lastError
+	t.state = state
+	if state == StateEstablished {
+		t.warned = false
+	}
+	g.pmu.Unlock()
+	switch {
+	case prev == state:
+	case state == StateEstablished:
+		g.log.Info("BGP session established", "peer", addr)
+	case prev == StateEstablished:
+		g.log.Warn("BGP session down", "peer", addr, "state", state, "err", lastErr)
+	default:
+		g.log.Debug("BGP session state changed", "peer", addr, "state", state)
+	}
+}

@@ -1,0 +1,475 @@
+package peers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	api "github.com/osrg/gobgp/v3/api"
+	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
+
+	"github.com/vipcast/vipcast/peers/bgptest"
+	"github.com/vipcast/vipcast/policy"
+)
+
+// These tests run a real BGP session over loopback against an in-process
+// GoBGP router (package bgptest). They are sequential on purpose: GoBGP v3
+// writes package-level route selection settings in StartBgp, which the race
+// detector flags when two servers start at once.
+
+const (
+	localASN  = 64512
+	routerASN = 65000
+	wait      = 10 * time.Second
+)
+
+var (
+	vip4 = netip.MustParsePrefix("203.0.113.10/32")
+	vip6 = netip.MustParsePrefix("2001:db8::10/128")
+)
+
+// syncBuffer collects log output written from GoBGP's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startVipcast starts a GoBGP Router peering with r and stops it at cleanup.
+func startVipcast(t *testing.T, r *bgptest.Router, peer Peer, vips ...netip.Prefix) (*GoBGP, *syncBuffer) {
+	t.Helper()
+	peer.Address = r.Address()
+	peer.ASN = routerASN
+	peer.Port = uint16(r.Port())
+	peer.ConnectRetry = time.Second
+	cfg := Config{BGP: Global{ASN: localASN, RouterID: "192.0.2.11"}, Peers: []Peer{peer}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	logs := &syncBuffer{}
+	g, err := NewGoBGP(cfg, vips, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Stop(context.Background()); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return g, logs
+}
+
+// waitPeer polls Peers until cond holds for the only peer.
+func waitPeer(t *testing.T, g *GoBGP, what string, cond func(PeerStatus) bool) PeerStatus {
+	t.Helper()
+	var last PeerStatus
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		ps, err := g.Peers(context.Background())
+		if err != nil {
+			t.Fatalf("Peers: %v", err)
+		}
+		if len(ps) != 1 {
+			t.Fatalf("Peers returned %d peers, want 1", len(ps))
+		}
+		if last = ps[0]; cond(last) {
+			return last
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("peer never %s; last status %+v", what, last)
+	return last
+}
+
+func established(p PeerStatus) bool { return p.State == StateEstablished }
+
+// waitRouterPath polls the router until it holds exactly one path and cond
+// holds for it.
+func waitRouterPath(t *testing.T, r *bgptest.Router, cond func(bgptest.Path) bool) bgptest.Path {
+	t.Helper()
+	var got []bgptest.Path
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		var err error
+		if got, err = r.Paths(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 1 && cond(got[0]) {
+			return got[0]
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("router paths %+v never matched", got)
+	return bgptest.Path{}
+}
+
+func u32(v uint32) *uint32 { return &v }
+
+func TestGoBGPAnnounceWithdrawStop(t *testing.T) {
+	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+	g, _ := startVipcast(t, r, Peer{}, vip4)
+	ctx := context.Background()
+
+	waitPeer(t, g, "established", established)
+	attrs := policy.Attributes{
+		Communities:      []policy.Community{64512<<16 | 100, policy.GracefulShutdown},
+		LargeCommunities: []policy.LargeCommunity{{Global: 64512, Local1: 1, Local2: 2}},
+		MED:              u32(50),
+		LocalPref:        u32(200),
+		Prepend:          2,
+	}
+	if err := g.Announce(ctx, vip4, attrs); err != nil {
+		t.Fatal(err)
+	}
+	got := waitRouterPath(t, r, func(bgptest.Path) bool { return true })
+	want := bgptest.Path{
+		Prefix:           vip4,
+		NextHop:          netip.MustParseAddr("127.0.0.1"),
+		Origin:           0, // IGP
+		ASPath:           []uint32{localASN, localASN, localASN},
+		MED:              u32(50),
+		LocalPref:        nil, // not sent on eBGP
+		Communities:      attrs.Communities,
+		LargeCommunities: attrs.LargeCommunities,
+	}
+	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Prefix{}, netip.Addr{})); diff != "" {
+		t.Errorf("router path (-want +got):\n%s", diff)
+	}
+	st := waitPeer(t, g, "reporting one prefix sent", func(p PeerStatus) bool { return p.PrefixesSent == 1 })
+	if st.State != StateEstablished || st.ASN != routerASN || st.Address != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("status %+v, want established 127.0.0.1 AS%d", st, routerASN)
+	}
+	if st.Since.IsZero() || st.Since.After(time.Now()) {
+		t.Errorf("Since = %v, want a past time", st.Since)
+	}
+
+	// Same prefix, new attributes: replaced, not added.
+	attrs.MED = u32(70)
+	if err := g.Announce(ctx, vip4, attrs); err != nil {
+		t.Fatal(err)
+	}
+	waitRouterPath(t, r, func(p bgptest.Path) bool { return p.MED != nil && *p.MED == 70 })
+
+	if err := g.Announce(ctx, netip.MustParsePrefix("203.0.113.11/32"), attrs); err == nil {
+		t.Error("Announce of a prefix that is not a VIP succeeded")
+	}
+	if err := g.Withdraw(ctx, vip4); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitPrefixes(t, nil, wait)
+	if err := g.Withdraw(ctx, vip4); err != nil {
+		t.Errorf("second Withdraw: %v", err)
+	}
+
+	if err := g.Announce(ctx, vip4, attrs); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+	if err := g.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitEstablished(t, false, wait)
+	r.WaitPrefixes(t, nil, wait)
+	if err := g.Stop(ctx); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+	ps, err := g.Peers(ctx)
+	if err != nil || len(ps) != 1 || ps[0].State != StateIdle {
+		t.Errorf("Peers after Stop = %+v, %v; want one idle peer", ps, err)
+	}
+	if err := g.Announce(ctx, vip4, attrs); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Announce after Stop = %v, want ErrNotRunning", err)
+	}
+}
+
+// TestGoBGPNothingImportedOnlyVIPsExported proves the two policies on the
+// wire: the router's routes reach vipcast's adj-RIB-in but never its RIB,
+// and local paths that are not exactly a VIP never reach the router.
+func TestGoBGPNothingImportedOnlyVIPsExported(t *testing.T) {
+	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+	routerRoutes := []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("0.0.0.0/0")}
+	for _, p := range routerRoutes {
+		r.Originate(t, p)
+	}
+	g, _ := startVipcast(t, r, Peer{}, vip4)
+	ctx := context.Background()
+	waitPeer(t, g, "established", established)
+	if err := g.Announce(ctx, vip4, policy.Attributes{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Wait until vipcast has received both routes, then check each was
+	// filtered by import policy and is absent from the RIB.
+	ipv4 := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	list := func(tt api.TableType, name string) []*api.Path {
+		var out []*api.Path
+		err := g.srv.ListPath(ctx, &api.ListPathRequest{TableType: tt, Name: name, Family: ipv4, EnableFiltered: true},
+			func(d *api.Destination) { out = append(out, d.Paths...) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	deadline := time.Now().Add(wait)
+	for len(list(api.TableType_ADJ_IN, "127.0.0.1")) != len(routerRoutes) {
+		if time.Now().After(deadline) {
+			t.Fatalf("vipcast never received the router's %d routes", len(routerRoutes))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, p := range list(api.TableType_ADJ_IN, "127.0.0.1") {
+		if !p.Filtered {
+			t.Errorf("received path %v was not rejected by the import policy", p.Nlri)
+		}
+	}
+	var rib []string
+	for _, p := range list(api.TableType_GLOBAL, "") {
+		nlri, _ := p.Nlri.UnmarshalNew()
+		rib = append(rib, nlri.(*api.IPAddressPrefix).Prefix)
+		if p.NeighborIp != "<nil>" && p.NeighborIp != "" {
+			t.Errorf("RIB holds a received path from %s: %v", p.NeighborIp, nlri)
+		}
+	}
+	if want := []string{vip4.Addr().String()}; !slices.Equal(rib, want) {
+		t.Errorf("vipcast RIB = %v, want only %v", rib, want)
+	}
+
+	// Export: bypass Announce's check and put non-VIP local paths in the
+	// RIB: a covering prefix, a neighbour /32 and an unrelated prefix.
+	for _, s := range []string{"203.0.113.0/24", "203.0.113.11/32", "192.0.2.0/24"} {
+		p, err := apiPath(netip.MustParsePrefix(s), policy.Attributes{}, localASN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A later update of the VIP is a barrier: once the router has it, any
+	// leaked path sent before it would have arrived too.
+	if err := g.Announce(ctx, vip4, policy.Attributes{MED: u32(9)}); err != nil {
+		t.Fatal(err)
+	}
+	waitRouterPath(t, r, func(p bgptest.Path) bool { return p.MED != nil && *p.MED == 9 })
+	r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+	st := waitPeer(t, g, "reporting one prefix sent", func(p PeerStatus) bool { return p.PrefixesSent == 1 })
+	if st.PrefixesSent != 1 {
+		t.Errorf("PrefixesSent = %d with non-VIP paths in the RIB, want 1", st.PrefixesSent)
+	}
+}
+
+func TestGoBGPIPv6(t *testing.T) {
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		l.Close()
+	}
+	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, Address: "::1"})
+	g, _ := startVipcast(t, r, Peer{}, vip4, vip6)
+	ctx := context.Background()
+	waitPeer(t, g, "established", established)
+	for _, p := range []netip.Prefix{vip6, vip4} {
+		if err := g.Announce(ctx, p, policy.Attributes{Communities: []policy.Community{64512<<16 | 6}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The session negotiates ipv6 only (the default for an IPv6 peer), so
+	// the IPv4 VIP stays home.
+	p := waitRouterPath(t, r, func(p bgptest.Path) bool { return p.Prefix == vip6 })
+	if p.NextHop != netip.MustParseAddr("::1") || !slices.Equal(p.ASPath, []uint32{localASN}) {
+		t.Errorf("router path %+v, want next hop ::1 and AS path [%d]", p, localASN)
+	}
+	r.WaitPrefixes(t, []netip.Prefix{vip6}, wait)
+	if err := g.Withdraw(ctx, vip6); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitPrefixes(t, nil, wait)
+}
+
+func writePassword(t *testing.T, pw string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "md5")
+	if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestGoBGPMD5(t *testing.T) {
+	const secret = "s3cret-md5-key"
+	t.Run("matching", func(t *testing.T) {
+		r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, Password: secret})
+		g, logs := startVipcast(t, r, Peer{PasswordFile: writePassword(t, secret)}, vip4)
+		waitPeer(t, g, "established", established)
+		if err := g.Announce(context.Background(), vip4, policy.Attributes{}); err != nil {
+			t.Fatal(err)
+		}
+		r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+		if strings.Contains(logs.String(), secret) {
+			t.Error("the MD5 key appears in the logs")
+		}
+	})
+	t.Run("mismatch", func(t *testing.T) {
+		r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, Password: secret})
+		g, logs := startVipcast(t, r, Peer{PasswordFile: writePassword(t, "wrong-key")}, vip4)
+		// The router drops unsigned-by-its-key SYNs, so the dial times out
+		// (after 1s with connectRetry 1s) and the hint is logged.
+		st := waitPeer(t, g, "reporting a connect error", func(p PeerStatus) bool {
+			if p.State == StateEstablished {
+				t.Fatal("session established with a wrong MD5 key")
+			}
+			return strings.HasPrefix(p.LastError, "connect:")
+		})
+		t.Logf("LastError: %s", st.LastError)
+		if !strings.Contains(logs.String(), "check that passwordFile matches the router's password") {
+			t.Errorf("no password hint in the logs:\n%s", logs)
+		}
+		if up, _ := r.Established(context.Background()); up {
+			t.Error("router reports the session established")
+		}
+		if strings.Contains(logs.String(), "wrong-key") || strings.Contains(logs.String(), secret) {
+			t.Error("an MD5 key appears in the logs")
+		}
+	})
+}
+
+func TestNewGoBGPRejectsBadVIPs(t *testing.T) {
+	cfg := Config{BGP: Global{ASN: localASN}, Peers: []Peer{{Address: "192.0.2.1", ASN: routerASN}}}
+	for _, vips := range [][]netip.Prefix{
+		nil,
+		{netip.MustParsePrefix("203.0.113.10/24")}, // host bits set
+		{netip.MustParsePrefix("::ffff:203.0.113.10/128")},
+		{{}},
+	} {
+		if _, err := NewGoBGP(cfg, vips, nil); err == nil {
+			t.Errorf("NewGoBGP(%v) succeeded", vips)
+		}
+	}
+	g, err := NewGoBGP(cfg, []netip.Prefix{vip4}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before Start: nothing to withdraw, nothing to announce, peers idle.
+	ctx := context.Background()
+	if err := g.Withdraw(ctx, vip4); err != nil {
+		t.Errorf("Withdraw before Start: %v", err)
+	}
+	if err := g.Announce(ctx, vip4, policy.Attributes{}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Announce before Start = %v, want ErrNotRunning", err)
+	}
+	ps, err := g.Peers(ctx)
+	if err != nil || len(ps) != 1 || ps[0].State != StateIdle || ps[0].Address != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("Peers before Start = %+v, %v", ps, err)
+	}
+	if err := g.Stop(ctx); err != nil {
+		t.Errorf("Stop before Start: %v", err)
+	}
+	if err := g.Start(ctx); err == nil {
+		t.Error("Start after Stop succeeded")
+	}
+}
+
+func TestResolveRouterID(t *testing.T) {
+	if a, err := resolveRouterID("192.0.2.11"); err != nil || a != netip.MustParseAddr("192.0.2.11") {
+		t.Errorf("resolveRouterID(192.0.2.11) = %v, %v", a, err)
+	}
+	if _, err := resolveRouterID("2001:db8::1"); err == nil {
+		t.Error("an IPv6 router ID was accepted")
+	}
+	ifs := []net.Interface{
+		{Name: "lo", Flags: net.FlagUp | net.FlagLoopback},
+		{Name: "down0", Flags: 0},
+		{Name: "eth0", Flags: net.FlagUp},
+	}
+	addrs := map[string][]net.Addr{
+		"lo":    {&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)}},
+		"down0": {&net.IPNet{IP: net.ParseIP("10.9.9.9"), Mask: net.CIDRMask(8, 32)}},
+		"eth0": {
+			&net.IPNet{IP: net.ParseIP("fe80::1"), Mask: net.CIDRMask(64, 128)},
+			&net.IPNet{IP: net.ParseIP("169.254.1.1"), Mask: net.CIDRMask(16, 32)},
+			&net.IPNet{IP: net.ParseIP("10.0.0.5"), Mask: net.CIDRMask(24, 32)},
+		},
+	}
+	get := func(i *net.Interface) ([]net.Addr, error) { return addrs[i.Name], nil }
+	if a, ok := firstGlobalIPv4(ifs, get); !ok || a != netip.MustParseAddr("10.0.0.5") {
+		t.Errorf("firstGlobalIPv4 = %v, %v; want 10.0.0.5", a, ok)
+	}
+	if _, ok := firstGlobalIPv4(ifs[:2], get); ok {
+		t.Error("firstGlobalIPv4 found an address on loopback or a down interface")
+	}
+}
+
+func TestSlogAdapter(t *testing.T) {
+	var buf bytes.Buffer
+	var seen []string
+	a := &slogAdapter{
+		log:     slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		observe: func(_ slog.Level, msg string, _ gobgplog.Fields) { seen = append(seen, msg) },
+	}
+	a.Info("Add a peer configuration", gobgplog.Fields{"Topic": "Peer", "Key": "192.0.2.1"})
+	a.Warn("hold timer expired", gobgplog.Fields{"Topic": "Peer", "Key": "192.0.2.1", "AuthPassword": "x", "Error": errors.New("boom")})
+	out := buf.String()
+	if strings.Contains(out, "Add a peer") {
+		t.Errorf("GoBGP Info was not demoted to Debug: %s", out)
+	}
+	for _, want := range []string{"level=WARN", `msg="hold timer expired"`, "peer=192.0.2.1", "err=boom", "topic=Peer"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log %q lacks %q", out, want)
+		}
+	}
+	if strings.Contains(strings.ToLower(out), "password") {
+		t.Errorf("password field logged: %s", out)
+	}
+	if want := []string{"Add a peer configuration", "hold timer expired"}; !slices.Equal(seen, want) {
+		t.Errorf("observed %v, want %v (observe must see records the handler drops)", seen, want)
+	}
+	if a.GetLevel() != gobgplog.DebugLevel {
+		t.Error("GetLevel must report Debug so GoBGP emits connect errors")
+	}
+}
+
+func TestPeerReason(t *testing.T) {
+	for _, tc := range []struct {
+		level slog.Level
+		msg   string
+		f     gobgplog.Fields
+		want  string
+	}{
+		{slog.LevelDebug, "failed to connect", gobgplog.Fields{"Error": errors.New("i/o timeout")}, "connect: i/o timeout"},
+		{slog.LevelDebug, "Peer Down", gobgplog.Fields{"Reason": "hold-timer-expired"}, "session down: hold-timer-expired"},
+		{slog.LevelWarn, "received notification", gobgplog.Fields{"Code": uint8(6), "Subcode": uint8(2), "Communicated-Reason": "maintenance"},
+			`received notification: code 6(cease) subcode 2(administrative shutdown) ("maintenance")`},
+		{slog.LevelWarn, "hold timer expired", gobgplog.Fields{}, "hold timer expired"},
+		{slog.LevelDebug, "sent update", gobgplog.Fields{}, ""},
+	} {
+		if got := peerReason(tc.level, tc.msg, tc.f); got != tc.want {
+			t.Errorf("peerReason(%q) = %q, want %q", tc.msg, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,332 @@
+package speaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/policy"
+)
+
+// switchProber answers from a switch the test flips.
+type switchProber struct{ ok atomic.Bool }
+
+func (p *switchProber) Probe(ctx context.Context) ProbeResult {
+	if p.ok.Load() {
+		return ProbeResult{At: time.Now(), OK: true, Code: 200, Reason: "ok"}
+	}
+	return ProbeResult{At: time.Now(), Reason: "connection refused"}
+}
+
+// memAddrs is an in-memory Addresses that also checks the ordering rule:
+// a VIP never leaves lo while its route is still announced.
+type memAddrs struct {
+	mu      sync.Mutex
+	present map[netip.Prefix]bool
+	router  *peers.Fake
+	errs    []string
+	cleanup int
+}
+
+func newMemAddrs(r *peers.Fake, stale ...netip.Prefix) *memAddrs {
+	m := &memAddrs{present: map[netip.Prefix]bool{}, router: r}
+	for _, p := range stale {
+		m.present[p] = true
+	}
+	return m
+}
+
+func (m *memAddrs) Add(v netip.Prefix) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.present[v] = true
+	return nil
+}
+
+func (m *memAddrs) Remove(v netip.Prefix) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.router.IsAnnounced(v) {
+		m.errs = append(m.errs, fmt.Sprintf("%s removed from lo while still announced", v))
+	}
+	delete(m.present, v)
+	return nil
+}
+
+func (m *memAddrs) Cleanup(vips []netip.Prefix) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cleanup++
+	for _, v := range vips {
+		if m.router.IsAnnounced(v) {
+			m.errs = append(m.errs, fmt.Sprintf("%s cleaned from lo while still announced", v))
+		}
+		delete(m.present, v)
+	}
+	return nil
+}
+
+func (m *memAddrs) has(v netip.Prefix) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.present[v]
+}
+
+var (
+	vip4 = netip.MustParsePrefix("203.0.113.10/32")
+	vip6 = netip.MustParsePrefix("2001:db8:ffff::10/128")
+)
+
+func testConfig() Config {
+	c := Default()
+	c.VIPs = []string{vip4.String(), vip6.String()}
+	c.Health.Interval = 5 * time.Millisecond
+	c.Health.Timeout = 4 * time.Millisecond
+	c.Loopback.RemoveDelay = 50 * time.Millisecond
+	c.Shutdown.DrainPeriod = 300 * time.Millisecond
+	return c
+}
+
+type harness struct {
+	t      *testing.T
+	sp     *Speaker
+	router *peers.Fake
+	addrs  *memAddrs
+	probe  *switchProber
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, cfg Config, stale ...netip.Prefix) *harness {
+	t.Helper()
+	// No cfg.Validate: the tests run faster than the validated ranges allow.
+	router := peers.NewFake(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
+	h := &harness{t: t, router: router, addrs: newMemAddrs(router, stale...), probe: &switchProber{}, done: make(chan error, 1)}
+	sp, err := New(cfg, Deps{Router: router, Addresses: h.addrs, Prober: h.probe, Attributes: policy.Attributes{Communities: []policy.Community{1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sp = sp
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- sp.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+		h.addrs.mu.Lock()
+		defer h.addrs.mu.Unlock()
+		for _, e := range h.addrs.errs {
+			t.Error(e)
+		}
+	})
+	return h
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func (h *harness) eventually(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for: %s (status %+v)", what, h.sp.Status())
+		}
+		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func (h *harness) announced() bool {
+	return h.router.IsAnnounced(vip4) && h.router.IsAnnounced(vip6) && h.addrs.has(vip4) && h.addrs.has(vip6)
+}
+
+func (h *harness) withdrawn() bool { return !h.router.IsAnnounced(vip4) && !h.router.IsAnnounced(vip6) }
+
+func (h *harness) offLo() bool { return !h.addrs.has(vip4) && !h.addrs.has(vip6) }
+
+func TestSpeakerFollowsHealth(t *testing.T) {
+	h := start(t, testConfig())
+	h.eventually("status reports starting or unhealthy", func() bool {
+		r := h.sp.Status().Decisions[0].Reason
+		return r == ReasonStarting || r == ReasonUnhealthy
+	})
+	if !h.withdrawn() || !h.offLo() {
+		t.Fatal("announced before any healthy probe")
+	}
+	h.probe.ok.Store(true)
+	h.eventually("announced with VIPs on lo", h.announced)
+	h.eventually("status healthy and advertised", func() bool {
+		d := h.sp.Status().Decisions
+		return d[0].Reason == ReasonHealthy && d[0].Advertised && d[1].Advertised
+	})
+	if got := h.router.Announced()[vip4]; len(got.Communities) != 1 {
+		t.Errorf("attributes not passed through: %+v", got)
+	}
+
+	h.probe.ok.Store(false)
+	h.eventually("withdrawn", h.withdrawn)
+	if !h.addrs.has(vip4) {
+		t.Error("VIP left lo at the withdraw; want it kept for removeDelay")
+	}
+	h.eventually("VIPs removed from lo after removeDelay", h.offLo)
+	st := h.sp.Status()
+	if st.Decisions[0].Reason != ReasonUnhealthy || st.LastProbe.Reason != "connection refused" {
+		t.Errorf("status = %+v", st)
+	}
+	if n := len(st.Transitions); n < 2 {
+		t.Errorf("transitions = %+v", st.Transitions)
+	}
+
+	h.probe.ok.Store(true)
+	h.eventually("announced again", h.announced)
+}
+
+func TestSpeakerKeepOnWithdraw(t *testing.T) {
+	cfg := testConfig()
+	cfg.Loopback.OnWithdraw = OnWithdrawKeep
+	h := start(t, cfg)
+	h.probe.ok.Store(true)
+	h.eventually("announced", h.announced)
+	h.probe.ok.Store(false)
+	h.eventually("withdrawn", h.withdrawn)
+	// Several removeDelays pass: the address must stay.
+	deadline := time.Now().Add(4 * cfg.Loopback.RemoveDelay)
+	for time.Now().Before(deadline) {
+		if !h.addrs.has(vip4) {
+			t.Fatal("VIP removed with onWithdraw: keep")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSpeakerReannounceCancelsRemoval(t *testing.T) {
+	cfg := testConfig()
+	cfg.Loopback.RemoveDelay = time.Hour
+	h := start(t, cfg)
+	h.probe.ok.Store(true)
+	h.eventually("announced", h.announced)
+	h.probe.ok.Store(false)
+	h.eventually("withdrawn", h.withdrawn)
+	h.probe.ok.Store(true)
+	h.eventually("announced again", h.announced)
+}
+
+func TestSpeakerCleansStaleVIPsAtStart(t *testing.T) {
+	h := start(t, testConfig(), vip4, vip6)
+	h.eventually("stale VIPs removed before any health", func() bool { return h.offLo() })
+	h.addrs.mu.Lock()
+	n := h.addrs.cleanup
+	h.addrs.mu.Unlock()
+	if n < 1 {
+		t.Fatal("Cleanup not called at start")
+	}
+}
+
+func TestSpeakerGracefulShutdown(t *testing.T) {
+	h := start(t, testConfig())
+	h.probe.ok.Store(true)
+	h.eventually("announced", h.announced)
+	began := time.Now()
+	h.sp.Shutdown()
+	h.eventually("withdrawn on shutdown", h.withdrawn)
+	if !h.addrs.has(vip4) && time.Since(began) < 250*time.Millisecond {
+		t.Error("VIP removed before the drain period ended")
+	}
+	select {
+	case err := <-h.done:
+		h.done <- err // for Cleanup
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after Shutdown")
+	}
+	if d := time.Since(began); d < 300*time.Millisecond {
+		t.Errorf("returned after %v, before the 300ms drain period", d)
+	}
+	if !h.offLo() || h.router.Running() {
+		t.Errorf("after shutdown: on lo %v, router running %v", !h.offLo(), h.router.Running())
+	}
+	if r := h.sp.Status().Decisions[0].Reason; r != ReasonShuttingDown {
+		t.Errorf("reason = %s", r)
+	}
+}
+
+func TestSpeakerSecondSignalSkipsDrain(t *testing.T) {
+	cfg := testConfig()
+	cfg.Shutdown.DrainPeriod = time.Hour
+	h := start(t, cfg)
+	h.probe.ok.Store(true)
+	h.eventually("announced", h.announced)
+	h.sp.Shutdown()
+	h.eventually("withdrawn", h.withdrawn)
+	h.cancel()
+	select {
+	case err := <-h.done:
+		h.done <- err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run still draining after the context was cancelled")
+	}
+	if !h.offLo() || h.router.Running() {
+		t.Error("VIPs or sessions left after a hard stop")
+	}
+}
+
+func TestSpeakerDrain(t *testing.T) {
+	h := start(t, testConfig())
+	h.probe.ok.Store(true)
+	h.eventually("announced", h.announced)
+	ctx := context.Background()
+	if err := h.sp.SetDrained(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("withdrawn by drain", h.withdrawn)
+	if r := h.sp.Status().Decisions[0].Reason; r != ReasonDrained {
+		t.Errorf("reason = %s", r)
+	}
+	if err := h.sp.SetDrained(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("announced after undrain", h.announced)
+}
+
+func TestSpeakerRetriesFailedAnnounce(t *testing.T) {
+	h := start(t, testConfig())
+	h.router.SetError("Announce", errors.New("injected"))
+	h.probe.ok.Store(true)
+	h.eventually("announce attempted", func() bool { return h.router.Calls().Announce >= 2 })
+	if !h.withdrawn() {
+		t.Fatal("announced despite errors")
+	}
+	h.router.SetError("Announce", nil)
+	h.eventually("announced once the router recovers", h.announced)
+}
+
+func TestSpeakerNoEstablishedPeer(t *testing.T) {
+	h := start(t, testConfig())
+	h.router.SetPeers(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), State: peers.StateActive})
+	h.probe.ok.Store(true)
+	h.eventually("in the RIB and on lo", h.announced)
+	h.eventually("reported as not advertised", func() bool {
+		d := h.sp.Status().Decisions[0]
+		return d.Reason == ReasonNoPeer && !d.Advertised
+	})
+	h.eventually("the session's state in status", func() bool {
+		return slices.ContainsFunc(h.sp.Status().Peers, func(p peers.PeerStatus) bool { return p.State == peers.StateActive })
+	})
+}
+
+func TestNewRequiresDeps(t *testing.T) {
+	if _, err := New(testConfig(), Deps{}); err == nil {
+		t.Fatal("New with no deps succeeded")
+	}
+}
