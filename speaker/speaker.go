@@ -304,9 +304,14 @@ func (s *Speaker) finish(runCtx context.Context, m *Machine, drain bool) error {
 func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {
 	if tr != nil {
 		for _, d := range m.Decisions() {
-			msg := "VIP withdrawn"
-			if tr.Announce {
+			msg := "VIP not announced"
+			switch {
+			case tr.Announce && tr.From != ReasonHealthy && tr.From != ReasonNoPeer:
 				msg = "VIP announced"
+			case tr.Announce:
+				msg = "VIP still announced"
+			case tr.From == ReasonHealthy || tr.From == ReasonNoPeer:
+				msg = "VIP withdrawn"
 			}
 			s.d.Log.Info(msg, "vip", d.VIP, "reason", tr.To, "from", tr.From, "detail", tr.Detail)
 		}
