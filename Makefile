@@ -9,15 +9,19 @@ LDFLAGS    := -s -w -X main.version=$(VERSION)
 FUZZTIME   ?= 15s
 APT_PKGS   := frr bird2 etcd-server iputils-ping socat tcpdump openssl iproute2 procps
 
-.PHONY: all build test unit e2e lint fuzz demo bench deps tools clean
+.PHONY: all build test unit chart helm e2e lint fuzz demo bench deps tools clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/vipcast ./cmd/vipcast
 
-## test: everything: unit, integration, netlink (root) and the e2e lab (root).
-test: unit e2e
+## test: everything: unit, integration, netlink (root), the chart and the e2e lab (root).
+test: unit chart e2e
+
+## chart: helm lint, golden renders and schema rejections.
+chart: helm
+	PATH=$(BIN):$$PATH bash charts/vipcast/tests/run.sh
 
 ## unit: unit and integration tests (netlink tests need root and say so).
 unit:
@@ -55,6 +59,9 @@ deps:
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+helm:
+	@test -x $(BIN)/helm || GOBIN=$(BIN) $(GO) install helm.sh/helm/v3/cmd/helm@v3.22.0
 
 tools:
 	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
