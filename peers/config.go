@@ -52,7 +52,31 @@ type Peer struct {
 	// Families are the address families to negotiate: "ipv4", "ipv6".
 	// Empty means the family of Address.
 	Families []string `mapstructure:"families"`
+	// BFD ties the session to a BFD session with the router.
+	BFD BFDConfig `mapstructure:"bfd"`
 }
+
+// BFDConfig is one peer's BFD (RFC 5880, RFC 5881; RFC 5883 when the peer
+// is multihop). With BFD on, the BGP session starts only once BFD is Up and
+// is torn down the moment BFD fails, and the router, running BFD towards
+// the node, drops the node's route within MinRx x Multiplier of a dead node
+// instead of waiting for the hold timer.
+type BFDConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// MinTx is the desired minimum transmit interval (default 300ms).
+	MinTx time.Duration `mapstructure:"minTx"`
+	// MinRx is the required minimum receive interval (default 300ms).
+	MinRx time.Duration `mapstructure:"minRx"`
+	// Multiplier is the detect multiplier (default 3).
+	Multiplier uint8 `mapstructure:"multiplier"`
+}
+
+// BFD defaults: 300ms x 3 is what most routers accept by default; use
+// 100ms x 3 for sub-second detection where the router allows it.
+const (
+	DefaultBFDInterval   = 300 * time.Millisecond
+	DefaultBFDMultiplier = 3
+)
 
 // Config is the bgp and peers sections of the configuration file.
 type Config struct {
@@ -96,6 +120,17 @@ func (c Config) WithDefaults() Config {
 		}
 		if p.LocalASN == 0 {
 			p.LocalASN = c.BGP.ASN
+		}
+		if p.BFD.Enabled {
+			if p.BFD.MinTx == 0 {
+				p.BFD.MinTx = DefaultBFDInterval
+			}
+			if p.BFD.MinRx == 0 {
+				p.BFD.MinRx = DefaultBFDInterval
+			}
+			if p.BFD.Multiplier == 0 {
+				p.BFD.Multiplier = DefaultBFDMultiplier
+			}
 		}
 		if len(p.Families) == 0 {
 			if a, err := netip.ParseAddr(p.Address); err == nil && a.Is6() && !a.Is4In6() {
@@ -186,6 +221,17 @@ func (c Config) Validate() error {
 			if fam != familyIPv4 && fam != familyV6 {
 				add("%s.families[%d]: %q is not a family; use ipv4 or ipv6", f, j, fam)
 			}
+		}
+		for _, t := range []struct {
+			name string
+			v    time.Duration
+		}{{"minTx", p.BFD.MinTx}, {"minRx", p.BFD.MinRx}} {
+			if t.v != 0 && (t.v < 10*time.Millisecond || t.v > time.Minute) {
+				add("%s.bfd.%s: %v is out of range; use 10ms to 1m (default 300ms, 100ms for sub-second detection)", f, t.name, t.v)
+			}
+		}
+		if !p.BFD.Enabled && (p.BFD.MinTx != 0 || p.BFD.MinRx != 0 || p.BFD.Multiplier != 0) {
+			add("%s.bfd: timers set but enabled is false; set bfd.enabled: true or remove the timers", f)
 		}
 		if p.PasswordFile != "" {
 			if err := checkPasswordFile(p.PasswordFile); err != nil {

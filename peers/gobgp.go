@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
@@ -16,6 +17,7 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
+	"github.com/vipcast/vipcast/peers/bfd"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -52,6 +54,13 @@ type GoBGP struct {
 
 	pmu   sync.Mutex // guards peers; never held while calling GoBGP
 	peers map[netip.Addr]*peerTrack
+
+	// BFD, when any peer has it. bfdRunning gates the BFD callback, which
+	// must not take mu: Stop holds mu while it waits for BFD to finish.
+	bfd        *bfd.Manager
+	bfdStop    context.CancelFunc
+	bfdDone    chan struct{}
+	bfdRunning atomic.Bool
 }
 
 const (
@@ -149,6 +158,9 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 	if err := s.WatchEvent(watchCtx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, g.onEvent); err != nil {
 		return fmt.Errorf("watching peers: %w", err)
 	}
+	if err := g.startBFD(ctx); err != nil {
+		return fmt.Errorf("BFD: %w", err)
+	}
 	for _, p := range g.cfg.Peers {
 		ap, err := apiPeer(p)
 		if err != nil {
@@ -228,6 +240,9 @@ func apiPeer(p Peer) (*api.Peer, error) {
 		}},
 		Transport: &api.Transport{RemotePort: uint32(p.Port), LocalAddress: p.SourceAddress, PassiveMode: p.Passive},
 	}
+	// With BFD the session waits, administratively down, until BFD is Up:
+	// BGP over a path BFD cannot vouch for would carry traffic into a hole.
+	ap.Conf.AdminDown = p.BFD.Enabled
 	if p.EBGPMultihop > 0 {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihop)}
 	}
@@ -363,10 +378,25 @@ func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
 			return nil, fmt.Errorf("listing peers: %w", err)
 		}
 	}
+	bfdByPeer := map[netip.Addr]*BFDStatus{}
+	if running && g.bfdRunning.Load() {
+		g.mu.Lock()
+		m := g.bfd
+		g.mu.Unlock()
+		if m != nil {
+			for _, ss := range m.Sessions() {
+				bfdByPeer[ss.Peer] = &BFDStatus{
+					State: ss.State.String(), RemoteState: ss.RemoteState.String(), Diag: ss.LocalDiag.String(),
+					Since: ss.Since, TxInterval: ss.TxInterval, DetectTime: ss.DetectTime,
+					RxPackets: ss.Counters.RxPackets, TxPackets: ss.Counters.TxPackets, Flaps: ss.Counters.Down,
+				}
+			}
+		}
+	}
 	out := make([]PeerStatus, 0, len(g.cfg.Peers))
 	for _, p := range g.cfg.Peers {
 		addr, _ := netip.ParseAddr(p.Address)
-		st := PeerStatus{Address: addr, ASN: p.ASN, State: StateIdle}
+		st := PeerStatus{Address: addr, ASN: p.ASN, State: StateIdle, BFD: bfdByPeer[addr]}
 		if !running {
 			st.LastError = ErrNotRunning.Error()
 		}
@@ -433,7 +463,94 @@ func (g *GoBGP) shutdown(ctx context.Context) error {
 	g.phase = phaseStopped
 	g.stopWatch()
 	g.paths = map[netip.Prefix]announced{}
-	return g.srv.StopBgp(ctx, &api.StopBgpRequest{})
+	// BGP first: its Cease is the clean goodbye. BFD then sends AdminDown,
+	// which routers do not take for a failure (RFC 5882 3.2).
+	err := g.srv.StopBgp(ctx, &api.StopBgpRequest{})
+	g.stopBFD()
+	return err
+}
+
+func (g *GoBGP) startBFD(ctx context.Context) error {
+	var sessions []bfd.SessionConfig
+	multihop := false
+	for _, p := range g.cfg.Peers {
+		if !p.BFD.Enabled {
+			continue
+		}
+		addr, _ := netip.ParseAddr(p.Address)
+		local, _ := netip.ParseAddr(p.SourceAddress) // zero when unset
+		sc := bfd.SessionConfig{
+			Peer: addr, Local: local, Multihop: p.EBGPMultihop > 1, MaxHops: p.EBGPMultihop,
+			DesiredMinTx: p.BFD.MinTx, RequiredMinRx: p.BFD.MinRx, DetectMult: p.BFD.Multiplier,
+		}
+		multihop = multihop || sc.Multihop
+		sessions = append(sessions, sc)
+	}
+	if len(sessions) == 0 {
+		return nil
+	}
+	m, err := bfd.New(bfd.Config{Logger: g.log.With("component", "bfd"), Multihop: multihop, OnStateChange: g.onBFD})
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	g.bfd, g.bfdStop, g.bfdDone = m, stop, make(chan struct{})
+	g.bfdRunning.Store(true)
+	go func() {
+		defer close(g.bfdDone)
+		if err := m.Run(runCtx); err != nil && runCtx.Err() == nil {
+			g.log.Error("BFD stopped", "err", err)
+		}
+	}()
+	for _, sc := range sessions {
+		if _, err := m.Add(ctx, sc); err != nil {
+			return fmt.Errorf("peer %s: %w", sc.Peer, err)
+		}
+	}
+	return nil
+}
+
+func (g *GoBGP) stopBFD() {
+	if g.bfd == nil {
+		return
+	}
+	g.bfdRunning.Store(false)
+	g.bfdStop()
+	<-g.bfdDone
+	g.bfd.Close()
+	g.bfd = nil
+}
+
+// onBFD ties each BGP session to its BFD session: BGP comes up only once
+// BFD is Up and goes down the moment BFD fails.
+func (g *GoBGP) onBFD(c bfd.StateChange) {
+	if !g.bfdRunning.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	switch {
+	case c.New == bfd.StateUp:
+		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer)
+		if err := g.srv.EnablePeer(ctx, &api.EnablePeerRequest{Address: c.Peer.String()}); err != nil {
+			g.log.Error("enabling BGP session after BFD up", "peer", c.Peer, "err", err)
+		}
+	case c.Failed() || (c.Old == bfd.StateUp && c.New != bfd.StateUp):
+		reason := "BFD down: " + c.Diag.String()
+		if c.Failed() {
+			g.log.Warn("BFD failed: tearing the BGP session down", "peer", c.Peer, "diag", c.Diag.String())
+		} else {
+			g.log.Info("BFD administratively down: holding the BGP session down", "peer", c.Peer, "diag", c.Diag.String())
+		}
+		g.pmu.Lock()
+		if t := g.peers[c.Peer]; t != nil {
+			t.lastError = reason
+		}
+		g.pmu.Unlock()
+		if err := g.srv.DisablePeer(ctx, &api.DisablePeerRequest{Address: c.Peer.String(), Communication: reason}); err != nil {
+			g.log.Error("disabling BGP session after BFD down", "peer", c.Peer, "err", err)
+		}
+	}
 }
 
 // onEvent logs session changes from GoBGP's peer watch.

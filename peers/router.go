@@ -50,6 +50,22 @@ type PeerStatus struct {
 	PrefixesSent int
 	// LastError is the last reason the session went down, if any.
 	LastError string
+	// BFD is the peer's BFD session; nil when BFD is off.
+	BFD *BFDStatus
+}
+
+// BFDStatus is one BFD session as an operator sees it.
+type BFDStatus struct {
+	State       string // admindown, down, init, up
+	RemoteState string
+	// Diag is the local diagnostic of the last change, e.g. "control
+	// detection time expired".
+	Diag  string
+	Since time.Time
+	// TxInterval and DetectTime are the negotiated values.
+	TxInterval, DetectTime time.Duration
+	RxPackets, TxPackets   uint64
+	Flaps                  uint64
 }
 
 // AnyEstablished reports whether at least one session is established.

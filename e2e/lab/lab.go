@@ -1,0 +1,445 @@
+// Package lab builds a throwaway BGP anycast lab out of network namespaces:
+// one upstream router (FRR or BIRD 2) on a bridge, N control-plane nodes each
+// running etcd, a real kube-apiserver, a TCP responder and vipcast, and a
+// client namespace behind the router. Every lab gets unique namespace names
+// and is torn down by PID and namespace name, even when the test fails.
+package lab
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Router selects the upstream router implementation.
+type Router string
+
+const (
+	FRR  Router = "frr"
+	BIRD Router = "bird"
+)
+
+// Addressing and numbering of every lab.
+const (
+	RouterASN     = 65000
+	NodeASN       = 64512
+	ResponderPort = 8080
+	APIServerPort = 6443
+)
+
+var (
+	VIP4        = netip.MustParsePrefix("203.0.113.10/32")
+	VIP6        = netip.MustParsePrefix("2001:db8:ffff::10/128")
+	RouterAddr4 = netip.MustParseAddr("192.0.2.1")
+	RouterAddr6 = netip.MustParseAddr("2001:db8:2::1")
+	ClientAddr4 = netip.MustParseAddr("198.51.100.2")
+	ClientAddr6 = netip.MustParseAddr("2001:db8:3::2")
+)
+
+// NodeAddr4 is node i's (1-based) address on the router's bridge.
+func NodeAddr4(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}) }
+
+// NodeAddr6 is node i's IPv6 address on the router's bridge.
+func NodeAddr6(i int) netip.Addr {
+	return netip.MustParseAddr(fmt.Sprintf("2001:db8:2::%x", 0x10+i))
+}
+
+// Options describe one lab. Zero values take the defaults noted.
+type Options struct {
+	Router Router
+	Nodes  int // default 3
+	// IPv6 adds IPv6 peering (router 2001:db8:2::1, nodes 2001:db8:2::1N)
+	// and the VIP 2001:db8:ffff::10/128 to every node.
+	IPv6 bool
+	// MD5Password, if set, protects every session with TCP MD5 on both ends.
+	MD5Password string
+
+	HoldTime      time.Duration // default 3s
+	KeepaliveTime time.Duration // default 1s
+	ConnectRetry  time.Duration // default 1s
+
+	HealthInterval time.Duration // default 100ms
+	HealthTimeout  time.Duration // default 80ms
+	Rise, Fall     int           // default 3, 2
+	// DampingHalfLife 0 disables damping (the lab default, so scenarios can
+	// fail the same node repeatedly).
+	DampingHalfLife time.Duration
+	DrainPeriod     time.Duration // default 1s
+	RemoveDelay     time.Duration // default 500ms
+
+	// ShutdownDelay is kube-apiserver's --shutdown-delay-duration.
+	ShutdownDelay time.Duration
+
+	Communities []string // default ["64512:100"]
+	MED         int      // default 10
+}
+
+func (o *Options) defaults() {
+	if o.Router == "" {
+		o.Router = FRR
+	}
+	if o.Nodes == 0 {
+		o.Nodes = 3
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.HoldTime, 3*time.Second)
+	def(&o.KeepaliveTime, time.Second)
+	def(&o.ConnectRetry, time.Second)
+	def(&o.HealthInterval, 100*time.Millisecond)
+	def(&o.HealthTimeout, 80*time.Millisecond)
+	def(&o.DrainPeriod, time.Second)
+	def(&o.RemoveDelay, 500*time.Millisecond)
+	if o.Rise == 0 {
+		o.Rise = 3
+	}
+	if o.Fall == 0 {
+		o.Fall = 2
+	}
+	if o.Communities == nil {
+		o.Communities = []string{"64512:100"}
+	}
+	if o.MED == 0 {
+		o.MED = 10
+	}
+}
+
+// Lab is a running lab.
+type Lab struct {
+	Opts Options
+	ID   string // namespace name prefix, "vc" + 6 hex digits
+	Dir  string // configs, data and logs
+
+	t         T
+	routerNS  string
+	clientNS  string
+	router    routerImpl
+	nodes     []*Node
+	stateFile string
+	saKey     string
+	saPub     string
+	tokens    string
+	closeOnce sync.Once
+	ready     bool // New finished; later failures are dumped by DumpOnFailure
+}
+
+var (
+	labsMu sync.Mutex
+	labs   = map[*Lab]bool{}
+)
+
+// BinDir holds kube-apiserver and vipcast: $VIPCAST_E2E_BIN, or e2e/.cache/bin.
+func BinDir() string {
+	if d := os.Getenv("VIPCAST_E2E_BIN"); d != "" {
+		return d
+	}
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(filepath.Dir(file)), ".cache", "bin")
+}
+
+// VipcastBin is $VIPCAST_BIN, or vipcast in BinDir.
+func VipcastBin() string {
+	if b := os.Getenv("VIPCAST_BIN"); b != "" {
+		return b
+	}
+	return filepath.Join(BinDir(), "vipcast")
+}
+
+// KubeAPIServerBin is $VIPCAST_KUBE_APISERVER, or kube-apiserver in BinDir.
+func KubeAPIServerBin() string {
+	if b := os.Getenv("VIPCAST_KUBE_APISERVER"); b != "" {
+		return b
+	}
+	return filepath.Join(BinDir(), "kube-apiserver")
+}
+
+// Missing lists what this machine lacks to run a lab with router r:
+// root, the built binaries, the router's and the lab's tools.
+func Missing(r Router) []string {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "not running as root (network namespaces need it)")
+	}
+	for _, b := range []string{KubeAPIServerBin(), VipcastBin()} {
+		if st, err := os.Stat(b); err != nil || st.IsDir() {
+			missing = append(missing, fmt.Sprintf("%s not built (run e2e/tools/build.sh)", b))
+		}
+	}
+	tools := []string{"ip", "etcd", "socat", "sysctl"}
+	switch r {
+	case FRR:
+		tools = append(tools, "vtysh", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/bfdd")
+	case BIRD:
+		tools = append(tools, "bird", "birdc")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool+" not installed")
+		}
+	}
+	return missing
+}
+
+// Require skips t, loudly, unless VIPCAST_E2E=1 is set and nothing is Missing.
+func Require(t T, r Router) {
+	t.Helper()
+	var missing []string
+	if os.Getenv("VIPCAST_E2E") != "1" {
+		missing = append(missing, "VIPCAST_E2E=1 is not set")
+	}
+	missing = append(missing, Missing(r)...)
+	if len(missing) > 0 {
+		t.Skipf("\n"+strings.Repeat("#", 78)+"\n# SKIPPING vipcast e2e (%s): %s\n"+
+			"# Run: sudo apt-get install -y --no-install-recommends frr bird2 etcd-server socat\n"+
+			"#      cd e2e && sudo VIPCAST_E2E=1 go test -count=1 -timeout 15m ./...   (builds the binaries)\n"+
+			"# (or `make e2e` at the top level)\n"+strings.Repeat("#", 78),
+			r, strings.Join(missing, "; "))
+	}
+}
+
+// New builds and starts a lab and waits until every node's VIP is routed
+// through it. Everything is torn down in t.Cleanup.
+func New(t T, opts Options) *Lab {
+	t.Helper()
+	opts.defaults()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	l := &Lab{Opts: opts, ID: "vc" + hex.EncodeToString(b[:]), t: t}
+	var err error
+	l.Dir, err = os.MkdirTemp("", "vipcast-e2e-"+l.ID+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(l.Dir, 0o755) // FRR daemons run as frr and must reach their directory
+	labsMu.Lock()
+	labs[l] = true
+	labsMu.Unlock()
+	if err := os.MkdirAll(stateDir, 0o755); err == nil {
+		l.stateFile = filepath.Join(stateDir, l.ID)
+		_ = os.WriteFile(l.stateFile, []byte(fmt.Sprintf("%d %s\n", os.Getpid(), l.Dir)), 0o644)
+	}
+	t.Cleanup(l.Close)
+
+	start := time.Now()
+	if err := l.buildNetwork(); err != nil {
+		t.Fatalf("lab network: %v", err)
+	}
+	if err := l.writeSharedFiles(); err != nil {
+		t.Fatalf("lab files: %v", err)
+	}
+	switch opts.Router {
+	case FRR:
+		l.router = &frrRouter{lab: l}
+	case BIRD:
+		l.router = &birdRouter{lab: l}
+	default:
+		t.Fatalf("unknown router %q", opts.Router)
+	}
+	if err := l.router.start(); err != nil {
+		t.Fatalf("router: %v", err)
+	}
+	for _, n := range l.nodes {
+		if err := n.startEtcd(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.startResponder(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range l.nodes {
+		if err := n.waitEtcd(15 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.StartAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range l.nodes {
+		if err := n.WaitAPIServerReady(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range l.nodes {
+		if err := n.StartVipcast(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.WaitAllRouted(t, 30*time.Second)
+	l.ready = true
+	t.Logf("lab %s (%s, %d nodes, ipv6=%v, md5=%v) ready in %v; files in %s",
+		l.ID, opts.Router, opts.Nodes, opts.IPv6, opts.MD5Password != "", time.Since(start).Round(time.Millisecond), l.Dir)
+	return l
+}
+
+// Nodes returns the nodes, index 0 is n1.
+func (l *Lab) Nodes() []*Node { return l.nodes }
+
+// Node returns node i, 1-based.
+func (l *Lab) Node(i int) *Node { return l.nodes[i-1] }
+
+// VIPs are the prefixes every node advertises.
+func (l *Lab) VIPs() []netip.Prefix {
+	if l.Opts.IPv6 {
+		return []netip.Prefix{VIP4, VIP6}
+	}
+	return []netip.Prefix{VIP4}
+}
+
+// Addrs returns the bridge addresses (of the family of p) of the given nodes.
+func (l *Lab) Addrs(p netip.Prefix, nodes ...*Node) []netip.Addr {
+	out := make([]netip.Addr, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, n.AddrFor(p))
+	}
+	return out
+}
+
+// AllAddrs is Addrs of every node.
+func (l *Lab) AllAddrs(p netip.Prefix) []netip.Addr { return l.Addrs(p, l.nodes...) }
+
+// Except returns every node but the given ones.
+func (l *Lab) Except(skip ...*Node) []*Node {
+	var out []*Node
+	for _, n := range l.nodes {
+		keep := true
+		for _, s := range skip {
+			if n == s {
+				keep = false
+			}
+		}
+		if keep {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// WaitAllRouted waits until every VIP has every node as a nexthop.
+func (l *Lab) WaitAllRouted(t T, timeout time.Duration) {
+	t.Helper()
+	for _, p := range l.VIPs() {
+		l.WaitNexthops(t, p, l.AllAddrs(p), timeout)
+	}
+}
+
+// Restore brings a lab back to its steady state after a scenario: links
+// up, stopped processes continued, dead ones restarted, the right MD5
+// password back; then waits until every node is routed again.
+func (l *Lab) Restore(t T) {
+	t.Helper()
+	if !l.router.alive() {
+		if err := l.router.start(); err != nil {
+			t.Fatalf("restore router: %v", err)
+		}
+	}
+	for _, n := range l.nodes {
+		if n.linkDown {
+			if err := n.LinkUp(); err != nil {
+				t.Fatalf("restore: %v", err)
+			}
+		}
+		for _, p := range []*proc{n.etcd, n.apiserver, n.vipcast} {
+			if p.isStopped() {
+				_ = p.signal(syscallSIGCONT)
+			}
+		}
+		if !n.etcd.alive() {
+			if err := n.startEtcd(); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.waitEtcd(15 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !n.responder.alive() {
+			if err := n.startResponder(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !n.apiserver.alive() {
+			if err := n.StartAPIServer(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n.password != l.Opts.MD5Password {
+			n.vipcast.stop(5 * time.Second)
+			if err := n.SetPassword(l.Opts.MD5Password); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, n := range l.nodes {
+		if err := n.WaitAPIServerReady(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if !n.vipcast.alive() {
+			if err := n.StartVipcast(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	l.WaitAllRouted(t, 30*time.Second)
+}
+
+// DumpOnFailure dumps the lab's state (router tables, FIB, logs) when t
+// fails; call it at the start of each scenario sharing the lab.
+func (l *Lab) DumpOnFailure(t T) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s", l.Dump())
+		}
+	})
+}
+
+// Close tears the lab down: processes by PID, then namespaces by name.
+// On failure it first dumps the state the test needs to be understood.
+func (l *Lab) Close() {
+	l.closeOnce.Do(func() {
+		if !l.ready && l.t.Failed() {
+			l.t.Logf("%s", l.Dump())
+		}
+		for _, n := range l.nodes {
+			for _, p := range []*proc{n.vipcast, n.responder, n.apiserver, n.etcd} {
+				if p != nil {
+					p.kill()
+				}
+			}
+		}
+		if l.router != nil {
+			l.router.kill()
+		}
+		for _, ns := range l.namespaces() {
+			delNetns(ns)
+		}
+		if os.Getenv("VIPCAST_E2E_KEEP") == "" {
+			_ = os.RemoveAll(l.Dir)
+		} else {
+			l.t.Logf("VIPCAST_E2E_KEEP: lab files kept in %s", l.Dir)
+		}
+		if l.stateFile != "" {
+			_ = os.Remove(l.stateFile)
+		}
+		labsMu.Lock()
+		delete(labs, l)
+		labsMu.Unlock()
+	})
+}
+
+func (l *Lab) namespaces() []string {
+	out := []string{l.routerNS, l.clientNS}
+	for _, n := range l.nodes {
+		out = append(out, n.NS)
+	}
+	return out
+}
