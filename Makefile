@@ -9,7 +9,11 @@ LDFLAGS    := -s -w -X main.version=$(VERSION)
 FUZZTIME   ?= 15s
 APT_PKGS   := frr bird2 etcd-server iputils-ping socat tcpdump openssl iproute2 procps
 
-.PHONY: all build test unit chart helm e2e lint fuzz demo bench deps tools clean
+BUF_VERSION                := v1.75.0
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+.PHONY: all build test unit chart helm e2e lint fuzz demo bench deps tools generate clean
 
 all: build
 
@@ -36,6 +40,13 @@ lint: tools
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...
 	cd e2e && $(GO) vet ./... && $(BIN)/staticcheck ./...
+
+## generate: the gRPC API's Go code from speaker/api/v1/vipcast.proto (buf lint, format, generate).
+generate:
+	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	cd speaker/api && $(BIN)/buf lint && $(BIN)/buf format --diff --exit-code && $(BIN)/buf generate
 
 ## fuzz: run every fuzz target for FUZZTIME each.
 fuzz:

@@ -22,6 +22,12 @@ type Deps struct {
 	Log        *slog.Logger
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Observer, if set, hears probes, transitions and sessions (metrics,
+	// events); it must never block.
+	Observer Observer
+	// StateFile, if set, keeps an operator's drain across restarts: New
+	// reads it and the speaker starts drained if it says so.
+	StateFile string
 }
 
 // peerPoll is how often session state is read. It only feeds status and
@@ -40,7 +46,11 @@ type Speaker struct {
 
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
-	drainCh      chan bool
+	drainCh      chan drainReq
+	drainMu      sync.Mutex
+	lc           lifecycle
+	subs         subscribers
+	restored     State // from the state file, applied at the start of Run
 
 	// Owned by Run.
 	inRIB, onLo map[netip.Prefix]bool
@@ -60,6 +70,10 @@ type Status struct {
 	Peers       []peers.PeerStatus
 	Drained     bool
 	Transitions []Transition
+	// RecentProbes are the last 20 probe results, oldest first.
+	RecentProbes []ProbeResult
+	// DrainReason is the operator's reason for the current drain.
+	DrainReason string
 }
 
 // New checks the wiring; cfg must already be validated.
@@ -76,11 +90,20 @@ func New(cfg Config, d Deps) (*Speaker, error) {
 	s := &Speaker{
 		cfg: cfg, vips: cfg.Prefixes(), d: d,
 		shutdownCh: make(chan struct{}),
-		drainCh:    make(chan bool),
+		drainCh:    make(chan drainReq),
+		lc:         newLifecycle(),
 		inRIB:      map[netip.Prefix]bool{},
 		onLo:       map[netip.Prefix]bool{},
 	}
 	s.status.Decisions = s.newMachine().Decisions()
+	if d.StateFile != "" {
+		st, err := ReadState(d.StateFile)
+		if err != nil {
+			return nil, err
+		}
+		s.restored = st
+		s.status.Drained, s.status.DrainReason = st.Drained, st.Reason
+	}
 	return s, nil
 }
 
@@ -91,14 +114,7 @@ func (s *Speaker) Shutdown() { s.shutdownOnce.Do(func() { close(s.shutdownCh) })
 
 // SetDrained takes the node out of rotation or puts it back.
 func (s *Speaker) SetDrained(ctx context.Context, drained bool) error {
-	select {
-	case s.drainCh <- drained:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.shutdownCh:
-		return errors.New("speaker is shutting down")
-	}
+	return s.SetDrainedReason(ctx, drained, "")
 }
 
 // Status returns a copy of the current state.
@@ -109,6 +125,7 @@ func (s *Speaker) Status() Status {
 	st.Decisions = append([]Decision(nil), st.Decisions...)
 	st.Peers = append([]peers.PeerStatus(nil), st.Peers...)
 	st.Transitions = append([]Transition(nil), st.Transitions...)
+	st.RecentProbes = append([]ProbeResult(nil), st.RecentProbes...)
 	return st
 }
 
@@ -120,6 +137,7 @@ func (s *Speaker) newMachine() *Machine {
 // cancelled. The VIPs are never left on lo when it returns.
 func (s *Speaker) Run(ctx context.Context) (err error) {
 	log := s.d.Log
+	defer s.markDone()
 	// A crashed predecessor may have left VIPs on lo: start clean, so the
 	// node never answers for a VIP it does not advertise.
 	if err := s.d.Addresses.Cleanup(s.vips); err != nil {
@@ -129,7 +147,18 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("start BGP: %w", err)
 	}
 	m := s.newMachine()
-	s.record(m, nil, nil)
+	var restored *Transition
+	if s.restored.Drained {
+		log.Warn("starting drained, as the state file says", "file", s.d.StateFile, "reason", s.restored.Reason, "since", s.restored.At)
+		if restored = m.SetDrained(true, s.d.Now()); restored != nil {
+			restored.Detail = "drain restored from " + s.d.StateFile
+			if s.restored.Reason != "" {
+				restored.Detail += ": " + s.restored.Reason
+			}
+		}
+	}
+	s.record(m, restored, nil)
+	s.markStarted()
 
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	results := make(chan ProbeResult)
@@ -158,17 +187,21 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 			return s.finish(ctx, m, true)
 		case r := <-results:
 			tr = m.Probe(r, s.d.Now())
+			s.noteProbe(r)
 			if _, fail := m.Counters(); fail == 1 {
 				log.Warn("health probe failed", "reason", r.Reason, "latency", r.Latency)
 			}
-		case drained := <-s.drainCh:
-			tr = m.SetDrained(drained, s.d.Now())
+		case req := <-s.drainCh:
+			if tr = m.SetDrained(req.drained, s.d.Now()); tr != nil && req.reason != "" {
+				tr.Detail = req.reason
+			}
 		case <-peerTick.C:
 			ps, err := s.d.Router.Peers(ctx)
 			if err != nil {
 				log.Warn("reading BGP sessions", "err", err)
 			} else {
 				peerList = ps
+				s.notePeers(ps)
 				tr = m.SetPeerUp(peers.AnyEstablished(ps), s.d.Now())
 			}
 			if t2 := m.Tick(s.d.Now()); t2 != nil {
@@ -268,6 +301,7 @@ func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.T
 // work itself runs on a fresh context, as runCtx may already be cancelled.
 func (s *Speaker) finish(runCtx context.Context, m *Machine, drain bool) error {
 	log := s.d.Log
+	s.markStopping()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	tr := m.Shutdown(s.d.Now())
@@ -317,6 +351,10 @@ func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {
 		}
 	}
 	ok, fail := m.Counters()
+	if tr != nil {
+		// Runs after s.mu is released, so an observer may read Status.
+		defer s.noteTransition(*tr, m.Decisions())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.status.Decisions = m.Decisions()

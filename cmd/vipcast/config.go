@@ -17,18 +17,22 @@ import (
 	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/policy"
 	"github.com/vipcast/vipcast/speaker"
+	"github.com/vipcast/vipcast/speaker/apiserver"
+	"github.com/vipcast/vipcast/speaker/metrics"
 )
 
 // fileConfig is the whole configuration. Each package owns its part and
 // validates it; this file is the only place that knows viper.
 type fileConfig struct {
-	Speaker speaker.Config `mapstructure:",squash"`
-	Peering peers.Config   `mapstructure:",squash"`
-	Policy  policy.Config  `mapstructure:"policy"`
+	Speaker speaker.Config   `mapstructure:",squash"`
+	Peering peers.Config     `mapstructure:",squash"`
+	Policy  policy.Config    `mapstructure:"policy"`
+	API     apiserver.Config `mapstructure:"api"`
+	Metrics metrics.Config   `mapstructure:"metrics"`
 }
 
 func defaultConfig() fileConfig {
-	return fileConfig{Speaker: speaker.Default(), Peering: peers.Default(), Policy: policy.Default()}
+	return fileConfig{Speaker: speaker.Default(), Peering: peers.Default(), Policy: policy.Default(), API: apiserver.Default(), Metrics: metrics.Default()}
 }
 
 // envPrefix: VIPCAST_HEALTH_INTERVAL sets health.interval.
@@ -168,7 +172,7 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 // Validate runs every package's validation, then the rules that span
 // packages, and joins the results.
 func (c fileConfig) Validate() error {
-	errs := []error{c.Speaker.Validate(), c.Peering.Validate(), c.Policy.Validate()}
+	errs := []error{c.Speaker.Validate(), c.Peering.Validate(), c.Policy.Validate(), c.API.Validate(), c.Metrics.Validate()}
 	for i, p := range c.Peering.WithDefaults().Peers {
 		// A router drops a path that carries its own ASN: prepending on
 		// iBGP would make the VIP vanish instead of lowering its rank.

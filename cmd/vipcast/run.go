@@ -44,12 +44,21 @@ func newRunCmd(environ []string) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("bgp: %w", err)
 			}
+			ops := newOperator(cfg, log)
 			sp, err := speaker.New(cfg.Speaker, speaker.Deps{
 				Router: router, Addresses: addrs, Prober: prober, Attributes: attrs, Log: log,
+				Observer: ops.observer(), StateFile: cfg.API.StateFile,
 			})
 			if err != nil {
 				return err
 			}
+			// The API and metrics listeners outlive the speaker's shutdown
+			// sequence (status stays readable during the drain period).
+			stopOps, err := ops.start(sp)
+			if err != nil {
+				return err
+			}
+			defer stopOps()
 
 			// First SIGTERM/SIGINT: graceful (withdraw, drain, remove, close).
 			// Second: cancel the context, which skips the drain.

@@ -237,6 +237,9 @@ func (n *Node) writeVipcastConfig() error {
 		fmt.Fprintf(&b, "damping: {halfLife: %s, suppress: 2.5, reuse: 1}\n", dur(o.DampingHalfLife))
 	}
 	fmt.Fprintf(&b, "shutdown: {drainPeriod: %s}\n", dur(o.DrainPeriod))
+	// Nodes share the host's file system: each gets its own API socket and
+	// state file, or the second vipcast would refuse the first one's socket.
+	fmt.Fprintf(&b, "api: {socket: %s, stateFile: %s}\n", filepath.Join(n.Dir, "vipcast.sock"), filepath.Join(n.Dir, "state.json"))
 	fmt.Fprintf(&b, "bgp: {asn: %d, routerID: %s}\n", NodeASN, n.Addr4)
 	b.WriteString("peers:\n")
 	fmt.Fprintf(&b, "  - {address: %s, asn: %d%s, %s}\n", RouterAddr4, RouterASN, pw, timers)

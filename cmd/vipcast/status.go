@@ -1,0 +1,358 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	apiv1 "github.com/vipcast/vipcast/speaker/api/v1"
+	"github.com/vipcast/vipcast/speaker/apiserver"
+)
+
+// operatorCmds talk to a running vipcast over its API.
+func operatorCmds() []*cobra.Command {
+	return []*cobra.Command{newStatusCmd(), newWatchCmd(), newDrainCmd(true), newDrainCmd(false)}
+}
+
+func addClientFlags(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.String("socket", apiserver.DefaultSocket, "vipcast's API socket")
+	fs.String("addr", "", "host:port of vipcast's TCP API (mutual TLS) instead of the socket")
+	fs.String("ca", "", "with --addr: CA bundle that signed the server's certificate")
+	fs.String("cert", "", "with --addr: client certificate")
+	fs.String("key", "", "with --addr: client key")
+	fs.Duration("timeout", 10*time.Second, "time limit of the call")
+}
+
+func dial(cmd *cobra.Command) (apiv1.VipcastServiceClient, func(), error) {
+	fs := cmd.Flags()
+	var c apiserver.ClientConfig
+	c.Socket, _ = fs.GetString("socket")
+	c.Addr, _ = fs.GetString("addr")
+	c.CAFile, _ = fs.GetString("ca")
+	c.CertFile, _ = fs.GetString("cert")
+	c.KeyFile, _ = fs.GetString("key")
+	conn, client, err := apiserver.Dial(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return client, func() { conn.Close() }, nil
+}
+
+func callCtx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	d, _ := cmd.Flags().GetDuration("timeout")
+	return context.WithTimeout(cmd.Context(), d)
+}
+
+// rpcError turns a gRPC status into a plain message.
+func rpcError(err error, cmd *cobra.Command) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	where, _ := cmd.Flags().GetString("addr")
+	if where == "" {
+		where, _ = cmd.Flags().GetString("socket")
+	}
+	switch st.Code() {
+	case codes.PermissionDenied:
+		return errors.New(st.Message())
+	case codes.Unavailable:
+		return fmt.Errorf("vipcast at %s is unavailable: %s", where, st.Message())
+	case codes.Unimplemented:
+		return fmt.Errorf("vipcast at %s does not support this call (another version?): %s", where, st.Message())
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("vipcast at %s did not answer within --timeout", where)
+	}
+	return fmt.Errorf("%s: %s", strings.ToLower(st.Code().String()), st.Message())
+}
+
+func checkVersion(w io.Writer, server string) {
+	if server != version {
+		fmt.Fprintf(w, "warning: the vipcast serving the API is version %q, this command is %q; fields may be missing or unknown\n", server, version)
+	}
+}
+
+func newStatusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show what the running speaker does and why: VIPs, health, BGP sessions, drain, transitions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, _ := cmd.Flags().GetString("output")
+			if format != "table" && format != "json" && format != "yaml" {
+				return fmt.Errorf("-o: %q is not a format; use table, json or yaml", format)
+			}
+			client, closeConn, err := dial(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			ctx, cancel := callCtx(cmd)
+			defer cancel()
+			st, err := client.GetStatus(ctx, &apiv1.GetStatusRequest{})
+			if err != nil {
+				return rpcError(err, cmd)
+			}
+			checkVersion(cmd.ErrOrStderr(), st.GetVersion())
+			return printMessage(cmd.OutOrStdout(), format, st, func(w io.Writer) { printStatus(w, st, time.Now()) })
+		},
+	}
+	addClientFlags(cmd)
+	cmd.Flags().StringP("output", "o", "table", "table, json or yaml")
+	return cmd
+}
+
+func printMessage(w io.Writer, format string, m proto.Message, table func(io.Writer)) error {
+	switch format {
+	case "json":
+		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	case "yaml":
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			return err
+		}
+		// JSON is YAML: decode into a node to keep the field order, then
+		// print it in block style.
+		var n yaml.Node
+		if err := yaml.Unmarshal(b, &n); err != nil {
+			return err
+		}
+		blockStyle(&n)
+		out, err := yaml.Marshal(&n)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(out)
+		return err
+	}
+	table(w)
+	return nil
+}
+
+func blockStyle(n *yaml.Node) {
+	n.Style &^= yaml.FlowStyle
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!str" {
+		n.Style &^= yaml.DoubleQuotedStyle
+	}
+	for _, c := range n.Content {
+		blockStyle(c)
+	}
+}
+
+func ago(now time.Time, t interface{ AsTime() time.Time }, valid bool) string {
+	if !valid {
+		return "-"
+	}
+	at := t.AsTime()
+	return fmt.Sprintf("%s (%s ago)", at.Local().Format(time.DateTime), now.Sub(at).Truncate(time.Second))
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func printStatus(w io.Writer, st *apiv1.GetStatusResponse, now time.Time) {
+	fmt.Fprintf(w, "vipcast %s  config %s\n", st.GetVersion(), st.GetConfigDigest())
+	if st.GetDrained() {
+		r := st.GetDrainReason()
+		if r == "" {
+			r = "no reason given"
+		}
+		fmt.Fprintf(w, "DRAINED: %s (vipcast undrain to put the node back)\n", r)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VIP\tADVERTISED\tANNOUNCED\tREASON\tSINCE")
+	for _, v := range st.GetVips() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.GetPrefix(), yesNo(v.GetAdvertised()), yesNo(v.GetAnnounce()), v.GetReason(), ago(now, v.GetSince(), v.GetSince() != nil))
+	}
+	tw.Flush()
+
+	h := st.GetHealth()
+	fmt.Fprintln(w)
+	var marks strings.Builder
+	var last *apiv1.ProbeResult
+	for _, r := range h.GetRecent() {
+		if r.GetOk() {
+			marks.WriteByte('+')
+		} else {
+			marks.WriteByte('x')
+		}
+		last = r
+	}
+	fmt.Fprintf(w, "health: %d ok / %d failed in a row (rise %d, fall %d); last %d probes, oldest first: %s\n",
+		h.GetOkRun(), h.GetFailRun(), h.GetRise(), h.GetFall(), len(h.GetRecent()), marks.String())
+	if last != nil {
+		fmt.Fprintf(w, "last probe: %s in %s at %s\n", last.GetReason(), last.GetLatency().AsDuration(), last.GetAt().AsTime().Local().Format(time.TimeOnly+".000"))
+	}
+	if p := st.GetDampingPenalty(); p > 0 {
+		fmt.Fprintf(w, "damping penalty: %.2f\n", p)
+	}
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tASN\tSTATE\tSINCE\tUPTIME\tSENT\tLAST ERROR")
+	for _, p := range st.GetPeers() {
+		up := "-"
+		if p.GetUptime() != nil {
+			up = p.GetUptime().AsDuration().String()
+		}
+		lastErr := p.GetLastError()
+		if lastErr == "" {
+			lastErr = "-"
+		}
+		state := strings.ToLower(strings.TrimPrefix(p.GetState().String(), "SESSION_STATE_"))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", p.GetAddress(), p.GetAsn(), state, ago(now, p.GetSince(), p.GetSince() != nil), up, p.GetPrefixesSent(), lastErr)
+	}
+	tw.Flush()
+
+	if trs := st.GetTransitions(); len(trs) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "recent transitions:")
+		for _, t := range trs[max(0, len(trs)-10):] {
+			printTransition(w, t)
+		}
+	}
+}
+
+func printTransition(w io.Writer, t *apiv1.Transition) {
+	verb := "withdraw"
+	if t.GetAnnounce() {
+		verb = "announce"
+	}
+	line := fmt.Sprintf("  %s  %-8s  %s -> %s", t.GetAt().AsTime().Local().Format(time.DateTime+".000"), verb, t.GetFromReason(), t.GetToReason())
+	if d := t.GetDetail(); d != "" {
+		line += ": " + d
+	}
+	fmt.Fprintln(w, line)
+}
+
+func newWatchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "watch",
+		Short: "Print each transition of the running speaker as it happens, until interrupted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, _ := cmd.Flags().GetString("output")
+			if format != "text" && format != "json" {
+				return fmt.Errorf("-o: %q is not a format; use text or json", format)
+			}
+			client, closeConn, err := dial(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			vctx, cancel := callCtx(cmd)
+			st, err := client.GetStatus(vctx, &apiv1.GetStatusRequest{})
+			cancel()
+			if err != nil {
+				return rpcError(err, cmd)
+			}
+			checkVersion(cmd.ErrOrStderr(), st.GetVersion())
+			stream, err := client.WatchStatus(ctx, &apiv1.WatchStatusRequest{})
+			if err != nil {
+				return rpcError(err, cmd)
+			}
+			out := cmd.OutOrStdout()
+			if format == "text" {
+				fmt.Fprintf(out, "watching vipcast %s (now: drained=%v); Ctrl-C to stop\n", st.GetVersion(), st.GetDrained())
+			}
+			for {
+				msg, err := stream.Recv()
+				if err != nil {
+					if ctx.Err() != nil || errors.Is(err, io.EOF) {
+						return nil
+					}
+					return rpcError(err, cmd)
+				}
+				if n := msg.GetDropped(); n > 0 && format == "text" {
+					fmt.Fprintf(out, "  (missed %d transition(s): this client read too slowly)\n", n)
+				}
+				if format == "json" {
+					b, err := protojson.Marshal(msg)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(out, string(b))
+					continue
+				}
+				printTransition(out, msg.GetTransition())
+			}
+		},
+	}
+	addClientFlags(cmd)
+	cmd.Flags().StringP("output", "o", "text", "text, or json (one object per line)")
+	return cmd
+}
+
+func newDrainCmd(drain bool) *cobra.Command {
+	use, short := "undrain", "Put the node back in rotation (the VIPs return once the apiserver is healthy)"
+	if drain {
+		use, short = "drain", "Withdraw the VIPs until undrain, whatever the health; survives a restart of vipcast"
+	}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			reason, _ := cmd.Flags().GetString("reason")
+			client, closeConn, err := dial(cmd)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			ctx, cancel := callCtx(cmd)
+			defer cancel()
+			var warning string
+			if drain {
+				r, err := client.Drain(ctx, &apiv1.DrainRequest{Reason: reason})
+				if err != nil {
+					return rpcError(err, cmd)
+				}
+				warning = r.GetWarning()
+			} else {
+				r, err := client.Undrain(ctx, &apiv1.UndrainRequest{Reason: reason})
+				if err != nil {
+					return rpcError(err, cmd)
+				}
+				warning = r.GetWarning()
+			}
+			if warning != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", warning)
+			}
+			if drain {
+				fmt.Fprintln(cmd.OutOrStdout(), "drained: the VIPs are withdrawn until vipcast undrain")
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), "undrained: the VIPs are announced again while the apiserver is healthy")
+			}
+			return nil
+		},
+	}
+	addClientFlags(cmd)
+	cmd.Flags().String("reason", "", "why, recorded in the status, the logs and the Node's events")
+	return cmd
+}

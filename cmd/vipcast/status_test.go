@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vipcast/vipcast/speaker/apiserver"
+	"github.com/vipcast/vipcast/speaker/apiserver/apitest"
+)
+
+func run(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = execute(args, nil, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestCLIOverSocket(t *testing.T) {
+	env := apitest.Start(t, apitest.Options{Version: version, Healthy: true})
+	sock := env.Config.Socket
+	apitest.Eventually(t, "advertised", func() bool { return env.Speaker.Status().Decisions[0].Advertised })
+
+	code, out, errOut := run("status", "--socket", sock)
+	if code != 0 || errOut != "" {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"VIP", apitest.VIP.String(), "yes", "healthy", "health: ", "rise 3, fall 2", "192.0.2.1", "65000", "established", "recent transitions:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status table lacks %q:\n%s", want, out)
+		}
+	}
+
+	code, out, _ = run("status", "--socket", sock, "-o", "json")
+	var js map[string]any
+	if err := json.Unmarshal([]byte(out), &js); code != 0 || err != nil || js["version"] != version {
+		t.Fatalf("status -o json: exit %d, %v\n%s", code, err, out)
+	}
+	code, out, _ = run("status", "--socket", sock, "-o", "yaml")
+	var ys map[string]any
+	if err := yaml.Unmarshal([]byte(out), &ys); code != 0 || err != nil || ys["configDigest"] != "sha256:test" {
+		t.Fatalf("status -o yaml: exit %d, %v\n%s", code, err, out)
+	}
+
+	if code, out, errOut = run("drain", "--socket", sock, "--reason", "disk swap"); code != 0 || !strings.Contains(out, "drained") {
+		t.Fatalf("drain: exit %d\n%s%s", code, out, errOut)
+	}
+	apitest.Eventually(t, "withdrawn", func() bool { return !env.Router.IsAnnounced(apitest.VIP) })
+	if _, out, _ = run("status", "--socket", sock); !strings.Contains(out, "DRAINED: disk swap") {
+		t.Errorf("status after drain:\n%s", out)
+	}
+	if code, _, errOut = run("undrain", "--socket", sock); code != 0 {
+		t.Fatalf("undrain: exit %d %s", code, errOut)
+	}
+	apitest.Eventually(t, "announced again", func() bool { return env.Router.IsAnnounced(apitest.VIP) })
+}
+
+func TestCLIErrors(t *testing.T) {
+	dir := apitest.Dir(t)
+	missing := filepath.Join(dir, "none.sock")
+	code, _, errOut := run("status", "--socket", missing)
+	if want := "no vipcast listening at " + missing + ": is it running? set --socket"; code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("missing socket: exit %d, %q; want %q", code, errOut, want)
+	}
+	if code, _, errOut = run("status", "--addr", "127.0.0.1:1"); code != 1 || !strings.Contains(errOut, "needs --ca, --cert and --key") {
+		t.Errorf("--addr without certificates: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut = run("status", "--socket", missing, "-o", "xml"); code != 1 || !strings.Contains(errOut, "use table, json or yaml") {
+		t.Errorf("bad -o: exit %d, %q", code, errOut)
+	}
+}
+
+func TestCLIVersionMismatchWarns(t *testing.T) {
+	env := apitest.Start(t, apitest.Options{Version: "v9.9.9-other"})
+	code, _, errOut := run("status", "--socket", env.Config.Socket)
+	if code != 0 || !strings.Contains(errOut, `warning: the vipcast serving the API is version "v9.9.9-other"`) {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestCLIOverMTLSReadOnly(t *testing.T) {
+	dir := apitest.Dir(t)
+	certs := apitest.NewCerts(t, dir)
+	env := apitest.Start(t, apitest.Options{Version: version, API: apiserver.Config{
+		Socket: filepath.Join(dir, "a.sock"),
+		TCP:    apiserver.TCPConfig{Listen: "127.0.0.1:0", CAFile: certs.CA, CertFile: certs.ServerCert, KeyFile: certs.ServerKey, ReadOnly: true},
+	}})
+	tls := []string{"--addr", env.Server.Addr("tcp").String(), "--ca", certs.CA, "--cert", certs.ClientCert, "--key", certs.ClientKey}
+	if code, out, errOut := run(append([]string{"status"}, tls...)...); code != 0 || !strings.Contains(out, apitest.VIP.String()) {
+		t.Fatalf("status over mTLS: exit %d\n%s%s", code, out, errOut)
+	}
+	code, _, errOut := run(append([]string{"drain"}, tls...)...)
+	if code != 1 || !strings.Contains(errOut, "this listener is read-only (api.tcp.readOnly: true): drain refused") {
+		t.Fatalf("drain on read-only listener: exit %d, %q", code, errOut)
+	}
+}
+
+func TestConfigDigest(t *testing.T) {
+	a, err := parseConfig(strings.NewReader(goodYAML), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := parseConfig(strings.NewReader(goodYAML), []string{"VIPCAST_HEALTH_RISE=4"}, nil)
+	da, db := configDigest(a), configDigest(b)
+	if !strings.HasPrefix(da, "sha256:") || len(da) != len("sha256:")+64 || da != configDigest(a) || da == db {
+		t.Errorf("digests %s %s", da, db)
+	}
+}
