@@ -154,6 +154,11 @@ func (p *HTTPProber) get(ctx context.Context) (code int, detail string, err erro
 		return 0, "", err
 	}
 	defer resp.Body.Close()
+	// Headers that raced our own cancellation (e.g. the implicit 200 a
+	// server writes once we hang up) arrived too late to count at all.
+	if err := ctx.Err(); err != nil {
+		return 0, "", err
+	}
 	var head []byte
 	if resp.StatusCode != http.StatusOK {
 		if head, err = io.ReadAll(io.LimitReader(resp.Body, 4<<10)); err != nil {
