@@ -53,6 +53,15 @@ func main() {
 			vip.Addr(), lab.ResponderPort, spread(l.ClientSpread(vip.Addr(), 30)))
 	}
 	show("steady state: every healthy node is a nexthop")
+	status := func(n *lab.Node) {
+		out, err := n.Vipcast("status")
+		if err != nil {
+			p.Errorf("vipcast status on %s: %v\n%s", n.Name, err, out)
+			return
+		}
+		p.Logf("vipcast status on %s:\n    %s", n.Name, strings.ReplaceAll(strings.TrimRight(out, "\n"), "\n", "\n    "))
+	}
+	status(l.Node(1))
 
 	n := l.Node(2)
 	p.Logf("SIGKILL kube-apiserver on %s (%s)", n.Name, n.Addr4)
@@ -63,6 +72,7 @@ func main() {
 	gone := l.WaitNexthops(p, vip, l.Addrs(vip, l.Except(n)...), 5*time.Second)
 	p.Logf("MEASURED apiserver killed -> %s gone from the router's FIB: %v", n.Addr4, gone.Sub(t0).Round(time.Millisecond))
 	show("after the failure")
+	status(n)
 
 	p.Logf("restarting kube-apiserver on %s", n.Name)
 	if err := n.StartAPIServer(); err != nil {
