@@ -278,7 +278,11 @@ func vipcastKill(t *testing.T, l *lab.Lab) {
 		t.Errorf("route left %v after SIGKILL: that is the hold timer (%v), not the session's TCP close", d, l.Opts.HoldTime)
 	}
 	// SIGKILL leaves the VIP on lo; the next start must clean it up (see
-	// vipcast-restart-no-stale-vip). Start again: the route returns.
+	// vipcast-restart-no-stale-vip). Start again once the killed process
+	// is reaped (BIRD can withdraw before that): the route returns.
+	if err := n.WaitVipcastExit(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if err := n.StartVipcast(); err != nil {
 		t.Fatal(err)
 	}

@@ -54,6 +54,12 @@ type Peer struct {
 	Families []string `mapstructure:"families"`
 	// BFD ties the session to a BFD session with the router.
 	BFD BFDConfig `mapstructure:"bfd"`
+	// NodeCIDRs, if set, limit the peer to nodes with an address in one of
+	// them (see Config.Select).
+	NodeCIDRs []string `mapstructure:"nodeCIDRs"`
+	// NodeSelector, if set, limits the peer to nodes whose labels match all
+	// of these (matchLabels).
+	NodeSelector map[string]string `mapstructure:"nodeSelector"`
 }
 
 // BFDConfig is one peer's BFD (RFC 5880, RFC 5881; RFC 5883 when the peer
@@ -233,6 +239,7 @@ func (c Config) Validate() error {
 		if !p.BFD.Enabled && (p.BFD.MinTx != 0 || p.BFD.MinRx != 0 || p.BFD.Multiplier != 0) {
 			add("%s.bfd: timers set but enabled is false; set bfd.enabled: true or remove the timers", f)
 		}
+		p.validateSelection(f, add)
 		if p.PasswordFile != "" {
 			if err := checkPasswordFile(p.PasswordFile); err != nil {
 				add("%s.passwordFile: %q %v", f, p.PasswordFile, err)

@@ -363,6 +363,7 @@ func cloneAttrs(a policy.Attributes) policy.Attributes {
 func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
 	g.mu.Lock()
 	s, running := g.srv, g.phase == phaseRunning
+	cfgPeers := g.cfg.Peers // Reconfigure replaces the slice under g.mu
 	g.mu.Unlock()
 	got := map[netip.Addr]*api.Peer{}
 	if running {
@@ -393,8 +394,8 @@ func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
 			}
 		}
 	}
-	out := make([]PeerStatus, 0, len(g.cfg.Peers))
-	for _, p := range g.cfg.Peers {
+	out := make([]PeerStatus, 0, len(cfgPeers))
+	for _, p := range cfgPeers {
 		addr, _ := netip.ParseAddr(p.Address)
 		st := PeerStatus{Address: addr, ASN: p.ASN, State: StateIdle, BFD: bfdByPeer[addr]}
 		if !running {
@@ -532,25 +533,73 @@ func (g *GoBGP) onBFD(c bfd.StateChange) {
 	switch {
 	case c.New == bfd.StateUp:
 		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer)
-		if err := g.srv.EnablePeer(ctx, &api.EnablePeerRequest{Address: c.Peer.String()}); err != nil {
+		if err := g.setAdmin(ctx, c.Peer, true, ""); err != nil {
 			g.log.Error("enabling BGP session after BFD up", "peer", c.Peer, "err", err)
 		}
-	case c.Failed() || (c.Old == bfd.StateUp && c.New != bfd.StateUp):
+	case c.Failed():
 		reason := "BFD down: " + c.Diag.String()
-		if c.Failed() {
-			g.log.Warn("BFD failed: tearing the BGP session down", "peer", c.Peer, "diag", c.Diag.String())
-		} else {
-			g.log.Info("BFD administratively down: holding the BGP session down", "peer", c.Peer, "diag", c.Diag.String())
-		}
+		g.log.Warn("BFD failed: tearing the BGP session down", "peer", c.Peer, "diag", c.Diag.String())
 		g.pmu.Lock()
 		if t := g.peers[c.Peer]; t != nil {
 			t.lastError = reason
 		}
 		g.pmu.Unlock()
-		if err := g.srv.DisablePeer(ctx, &api.DisablePeerRequest{Address: c.Peer.String(), Communication: reason}); err != nil {
+		if err := g.setAdmin(ctx, c.Peer, false, reason); err != nil {
 			g.log.Error("disabling BGP session after BFD down", "peer", c.Peer, "err", err)
 		}
+	case c.Old == bfd.StateUp:
+		// The router set BFD administratively down (maintenance, or a
+		// session it is replacing): not a failure (RFC 5882 3.2), so the
+		// BGP session stays.
+		g.log.Info("BFD administratively down by the router: keeping the BGP session", "peer", c.Peer, "diag", c.Diag.String())
 	}
+}
+
+// setAdmin enables or disables the BGP session with peer and returns once
+// GoBGP's FSM has taken the change. GoBGP queues admin-state requests in a
+// one-slot channel and drops a request made while the previous one is still
+// queued, logging a warning but returning nil; a BFD Down then Up within a
+// millisecond (a process resumed after SIGSTOP reads its backlog of
+// packets) would leave the session disabled with BFD Up, for good. Waiting
+// for each change keeps the slot free; a request that was dropped anyway is
+// sent again.
+func (g *GoBGP) setAdmin(ctx context.Context, peer netip.Addr, up bool, reason string) error {
+	want := api.PeerState_DOWN
+	if up {
+		want = api.PeerState_UP
+	}
+	for g.bfdRunning.Load() {
+		var err error
+		if up {
+			err = g.srv.EnablePeer(ctx, &api.EnablePeerRequest{Address: peer.String()})
+		} else {
+			err = g.srv.DisablePeer(ctx, &api.DisablePeerRequest{Address: peer.String(), Communication: reason})
+		}
+		if err != nil {
+			return err
+		}
+		for range 40 { // 200ms, then ask again
+			var state api.PeerState_AdminState
+			found := false
+			err := g.srv.ListPeer(ctx, &api.ListPeerRequest{Address: peer.String()}, func(p *api.Peer) {
+				state, found = p.GetState().GetAdminState(), true
+			})
+			switch {
+			case err != nil:
+				return err
+			case !found:
+				return nil // deleted: BGP is stopping
+			case state == want:
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("admin state still %v: %w", state, ctx.Err())
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // onEvent logs session changes from GoBGP's peer watch.

@@ -77,10 +77,20 @@ type Config struct {
 	MED              *uint32  `mapstructure:"med"`
 	LocalPref        *uint32  `mapstructure:"localPref"`
 	Prepend          uint8    `mapstructure:"prepend"`
+	// GracefulShutdown is the RFC 8326 sequence on drain and SIGTERM.
+	GracefulShutdown GracefulShutdownConfig `mapstructure:"gracefulShutdown"`
+	// Priority ranks this node for networks without ECMP: the lowest
+	// priority is the primary. 0 (default) adds nothing.
+	Priority uint32 `mapstructure:"priority"`
+	// PriorityMode is how Priority goes on the wire: med (default) or prepend.
+	PriorityMode string `mapstructure:"priorityMode"`
 }
 
-// Default returns the default policy: bare prefixes, no attributes.
-func Default() Config { return Config{} }
+// Default returns the default policy: bare prefixes, no attributes, and
+// graceful shutdown on.
+func Default() Config {
+	return Config{GracefulShutdown: DefaultGracefulShutdown(), PriorityMode: PriorityMED}
+}
 
 // maxPrepend keeps AS paths sane; more than a few prepends is always a typo.
 const maxPrepend = 10
@@ -115,5 +125,9 @@ func (c Config) Attributes() (Attributes, error) {
 	if c.Prepend > maxPrepend {
 		errs = append(errs, fmt.Errorf("policy.prepend: %d is more than %d; use a value from 0 to %d", c.Prepend, maxPrepend, maxPrepend))
 	}
+	if err := c.applyPriority(&a); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.GracefulShutdown.validate()...)
 	return a, errors.Join(errs...)
 }

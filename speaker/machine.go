@@ -26,6 +26,10 @@ const (
 	ReasonDrained Reason = "drained"
 	// ReasonShuttingDown: vipcast is stopping.
 	ReasonShuttingDown Reason = "shutting-down"
+	// ReasonGracefulShutdown: a drain or shutdown is under way and the VIPs
+	// are still announced, with the RFC 8326 GRACEFUL_SHUTDOWN community,
+	// until the graceful-shutdown wait ends; then they are withdrawn.
+	ReasonGracefulShutdown Reason = "graceful-shutdown"
 )
 
 // Decision is the machine's verdict for one VIP.
@@ -38,6 +42,8 @@ type Decision struct {
 	Reason     Reason
 	// Since is when Announce or Reason last changed.
 	Since time.Time
+	// GracefulShutdown: announce with the GRACEFUL_SHUTDOWN attributes.
+	GracefulShutdown bool
 }
 
 // Transition records a change of decision, for logs, status and events.
@@ -53,6 +59,9 @@ type Transition struct {
 type MachineConfig struct {
 	Rise, Fall int
 	Damping    DampingConfig
+	// GracefulWait is how long a drain or shutdown keeps an announced VIP
+	// announced with GRACEFUL_SHUTDOWN before withdrawing; 0 withdraws at once.
+	GracefulWait time.Duration
 }
 
 // Machine is the decision logic: a pure state machine with no clock, no
@@ -72,6 +81,7 @@ type Machine struct {
 	suppressed      bool
 	drained, peerUp bool
 	shutdown        bool
+	gshutUntil      time.Time // end of the graceful-shutdown phase; zero if none
 
 	announce bool
 	reason   Reason
@@ -105,9 +115,28 @@ func (m *Machine) Probe(r ProbeResult, now time.Time) *Transition {
 
 // SetDrained records an operator drain or undrain.
 func (m *Machine) SetDrained(drained bool, now time.Time) *Transition {
+	if drained && !m.drained {
+		m.startGraceful(now)
+	}
 	m.drained = drained
+	if !drained && !m.shutdown {
+		// An undrain during the wait cancels the graceful shutdown.
+		m.gshutUntil = time.Time{}
+	}
 	return m.eval(now)
 }
+
+// startGraceful begins the GRACEFUL_SHUTDOWN phase if the VIPs are
+// announced to someone and no phase is running yet.
+func (m *Machine) startGraceful(now time.Time) {
+	if m.cfg.GracefulWait > 0 && m.announce && m.peerUp && m.gshutUntil.IsZero() {
+		m.gshutUntil = now.Add(m.cfg.GracefulWait)
+	}
+}
+
+// GracefulUntil is when the running graceful-shutdown phase ends and the
+// VIPs are withdrawn (the caller should Tick then); zero if none.
+func (m *Machine) GracefulUntil() time.Time { return m.gshutUntil }
 
 // SetPeerUp records whether any BGP session is established.
 func (m *Machine) SetPeerUp(up bool, now time.Time) *Transition {
@@ -117,6 +146,9 @@ func (m *Machine) SetPeerUp(up bool, now time.Time) *Transition {
 
 // Shutdown withdraws for good.
 func (m *Machine) Shutdown(now time.Time) *Transition {
+	if !m.shutdown {
+		m.startGraceful(now)
+	}
 	m.shutdown = true
 	return m.eval(now)
 }
@@ -129,7 +161,7 @@ func (m *Machine) Tick(now time.Time) *Transition { return m.eval(now) }
 func (m *Machine) Decisions() []Decision {
 	out := make([]Decision, len(m.vips))
 	for i, v := range m.vips {
-		out[i] = Decision{VIP: v, Announce: m.announce, Advertised: m.announce && m.peerUp, Reason: m.reason, Since: m.since}
+		out[i] = Decision{VIP: v, Announce: m.announce, Advertised: m.announce && m.peerUp, Reason: m.reason, Since: m.since, GracefulShutdown: m.reason == ReasonGracefulShutdown}
 	}
 	return out
 }
@@ -181,7 +213,18 @@ func (m *Machine) eval(now time.Time) *Transition {
 		m.suppressed = false
 	}
 	announce, reason := false, ReasonHealthy
+	// The graceful phase holds only while the apiserver stays healthy: a
+	// health failure ends it and withdraws at once, for good.
+	graceful := !m.gshutUntil.IsZero() && (m.shutdown || m.drained) && m.decided && m.healthy && !m.suppressed
+	if graceful && !now.Before(m.gshutUntil) {
+		graceful = false
+	}
+	if !graceful {
+		m.gshutUntil = time.Time{}
+	}
 	switch {
+	case graceful:
+		announce, reason = true, ReasonGracefulShutdown
 	case m.shutdown:
 		reason = ReasonShuttingDown
 	case m.drained:
@@ -211,6 +254,12 @@ func (m *Machine) detail(r Reason, now time.Time) string {
 		return fmt.Sprintf("%d consecutive failed probes, last: %s", m.failRun, m.lastProbe.Reason)
 	case ReasonHealthy, ReasonNoPeer:
 		return fmt.Sprintf("%d consecutive good probes", m.okRun)
+	case ReasonGracefulShutdown:
+		why := "drain"
+		if m.shutdown {
+			why = "shutdown"
+		}
+		return fmt.Sprintf("%s: announced with GRACEFUL_SHUTDOWN 65535:0 until %s, then withdrawn", why, m.gshutUntil.Format(time.RFC3339Nano))
 	case ReasonDamped:
 		return fmt.Sprintf("health flapped (penalty %.2f >= %g); held until %s", m.decayed(now), m.cfg.Damping.Suppress, m.SuppressedUntil().Format(time.RFC3339))
 	}

@@ -28,6 +28,10 @@ type Deps struct {
 	// StateFile, if set, keeps an operator's drain across restarts: New
 	// reads it and the speaker starts drained if it says so.
 	StateFile string
+	// GracefulShutdown, when active, re-advertises the VIPs with the RFC
+	// 8326 GRACEFUL_SHUTDOWN community for its Wait before a drain or
+	// shutdown withdraws them.
+	GracefulShutdown policy.GracefulShutdownConfig
 }
 
 // peerPoll is how often session state is read. It only feeds status and
@@ -55,6 +59,8 @@ type Speaker struct {
 	// Owned by Run.
 	inRIB, onLo map[netip.Prefix]bool
 	removeAt    time.Time
+	// ribGraceful: the path in the RIB carries the GRACEFUL_SHUTDOWN attributes.
+	ribGraceful map[netip.Prefix]bool
 
 	mu     sync.Mutex
 	status Status
@@ -95,6 +101,7 @@ func New(cfg Config, d Deps) (*Speaker, error) {
 		inRIB:      map[netip.Prefix]bool{},
 		onLo:       map[netip.Prefix]bool{},
 	}
+	s.ribGraceful = map[netip.Prefix]bool{}
 	s.status.Decisions = s.newMachine().Decisions()
 	if d.StateFile != "" {
 		st, err := ReadState(d.StateFile)
@@ -130,7 +137,11 @@ func (s *Speaker) Status() Status {
 }
 
 func (s *Speaker) newMachine() *Machine {
-	return NewMachine(MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, Damping: s.cfg.Damping}, s.vips, s.d.Now())
+	mc := MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, Damping: s.cfg.Damping}
+	if s.d.GracefulShutdown.Active() {
+		mc.GracefulWait = s.d.GracefulShutdown.Wait
+	}
+	return NewMachine(mc, s.vips, s.d.Now())
 }
 
 // Run starts the router and reconciles until Shutdown completes or ctx is
@@ -173,6 +184,14 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 	removeTimer.Stop()
 	defer removeTimer.Stop()
 
+	// gracefulTimer ends a graceful-shutdown phase on time; shutdownCh
+	// goes nil once a shutdown waits for that phase to end.
+	gracefulTimer := time.NewTimer(time.Hour)
+	gracefulTimer.Stop()
+	defer gracefulTimer.Stop()
+	var gracefulAt time.Time
+	shutdownCh := s.shutdownCh
+
 	var peerList []peers.PeerStatus
 	for {
 		var tr *Transition
@@ -181,10 +200,21 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 			log.Warn("stopping at once: withdrawing and removing VIPs without a drain period")
 			stopProbes()
 			return s.finish(ctx, m, false)
-		case <-s.shutdownCh:
+		case <-shutdownCh:
+			if tr = m.Shutdown(s.d.Now()); m.Announce() {
+				// Keep probing: a health failure during the wait still
+				// withdraws at once.
+				log.Info("shutting down: announcing VIPs with GRACEFUL_SHUTDOWN before withdrawing", "wait", s.d.GracefulShutdown.Wait, "drain", s.cfg.Shutdown.DrainPeriod)
+				shutdownCh = nil
+				break
+			}
 			log.Info("shutting down: withdrawing VIPs", "drain", s.cfg.Shutdown.DrainPeriod)
 			stopProbes()
+			s.record(m, tr, nil)
 			return s.finish(ctx, m, true)
+		case <-gracefulTimer.C:
+			gracefulAt = time.Time{}
+			tr = m.Tick(s.d.Now())
 		case r := <-results:
 			tr = m.Probe(r, s.d.Now())
 			s.noteProbe(r)
@@ -193,7 +223,11 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 			}
 		case req := <-s.drainCh:
 			if tr = m.SetDrained(req.drained, s.d.Now()); tr != nil && req.reason != "" {
-				tr.Detail = req.reason
+				if tr.To == ReasonGracefulShutdown {
+					tr.Detail = req.reason + "; " + tr.Detail
+				} else {
+					tr.Detail = req.reason
+				}
 			}
 		case <-peerTick.C:
 			ps, err := s.d.Router.Peers(ctx)
@@ -211,6 +245,17 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 		}
 		s.reconcile(ctx, m, removeTimer)
 		s.record(m, tr, peerList)
+		if shutdownCh == nil && !m.Announce() {
+			stopProbes()
+			return s.finish(ctx, m, true)
+		}
+		if until := m.GracefulUntil(); !until.Equal(gracefulAt) {
+			gracefulAt = until
+			gracefulTimer.Stop()
+			if !until.IsZero() {
+				gracefulTimer.Reset(max(until.Sub(s.d.Now()), 0))
+			}
+		}
 	}
 }
 
@@ -251,12 +296,17 @@ func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.T
 				}
 				s.onLo[v] = true
 			}
-			if !s.inRIB[v] {
-				if err := s.d.Router.Announce(ctx, v, s.d.Attributes); err != nil {
+			graceful := m.reason == ReasonGracefulShutdown
+			if !s.inRIB[v] || s.ribGraceful[v] != graceful {
+				attrs := s.d.Attributes
+				if graceful {
+					attrs = attrs.WithGracefulShutdown(s.d.GracefulShutdown)
+				}
+				if err := s.d.Router.Announce(ctx, v, attrs); err != nil {
 					log.Error("announcing VIP", "vip", v, "err", err)
 					continue
 				}
-				s.inRIB[v] = true
+				s.inRIB[v], s.ribGraceful[v] = true, graceful
 			}
 		}
 		return
@@ -268,7 +318,7 @@ func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.T
 				log.Error("withdrawing VIP", "vip", v, "err", err)
 				continue
 			}
-			s.inRIB[v] = false
+			s.inRIB[v], s.ribGraceful[v] = false, false
 		}
 		anyOnLo = anyOnLo || s.onLo[v]
 	}
@@ -340,11 +390,15 @@ func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {
 		for _, d := range m.Decisions() {
 			msg := "VIP not announced"
 			switch {
+			case tr.To == ReasonGracefulShutdown:
+				msg = "VIP announced with GRACEFUL_SHUTDOWN, withdraw follows"
+			case tr.Announce && tr.From == ReasonGracefulShutdown:
+				msg = "VIP announced again, graceful shutdown cancelled"
 			case tr.Announce && tr.From != ReasonHealthy && tr.From != ReasonNoPeer:
 				msg = "VIP announced"
 			case tr.Announce:
 				msg = "VIP still announced"
-			case tr.From == ReasonHealthy || tr.From == ReasonNoPeer:
+			case tr.From == ReasonHealthy || tr.From == ReasonNoPeer || tr.From == ReasonGracefulShutdown:
 				msg = "VIP withdrawn"
 			}
 			s.d.Log.Info(msg, "vip", d.VIP, "reason", tr.To, "from", tr.From, "detail", tr.Detail)

@@ -18,6 +18,7 @@ import (
 	"github.com/vipcast/vipcast/policy"
 	"github.com/vipcast/vipcast/speaker"
 	"github.com/vipcast/vipcast/speaker/apiserver"
+	"github.com/vipcast/vipcast/speaker/kube"
 	"github.com/vipcast/vipcast/speaker/metrics"
 )
 
@@ -29,10 +30,14 @@ type fileConfig struct {
 	Policy  policy.Config    `mapstructure:"policy"`
 	API     apiserver.Config `mapstructure:"api"`
 	Metrics metrics.Config   `mapstructure:"metrics"`
+	// Node differs on every node: kept out of the config digest.
+	Node       kube.NodeConfig `mapstructure:"node" json:"-"`
+	Kubernetes kube.Config     `mapstructure:"kubernetes"`
 }
 
 func defaultConfig() fileConfig {
-	return fileConfig{Speaker: speaker.Default(), Peering: peers.Default(), Policy: policy.Default(), API: apiserver.Default(), Metrics: metrics.Default()}
+	return fileConfig{Speaker: speaker.Default(), Peering: peers.Default(), Policy: policy.Default(), API: apiserver.Default(), Metrics: metrics.Default(),
+		Node: kube.DefaultNode(), Kubernetes: kube.Default()}
 }
 
 // envPrefix: VIPCAST_HEALTH_INTERVAL sets health.interval.
@@ -172,12 +177,15 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 // Validate runs every package's validation, then the rules that span
 // packages, and joins the results.
 func (c fileConfig) Validate() error {
-	errs := []error{c.Speaker.Validate(), c.Peering.Validate(), c.Policy.Validate(), c.API.Validate(), c.Metrics.Validate()}
+	errs := []error{c.Speaker.Validate(), c.Peering.Validate(), c.Policy.Validate(), c.API.Validate(), c.Metrics.Validate(),
+		c.Node.Validate(), c.Kubernetes.Validate()}
 	for i, p := range c.Peering.WithDefaults().Peers {
 		// A router drops a path that carries its own ASN: prepending on
 		// iBGP would make the VIP vanish instead of lowering its rank.
 		if c.Policy.Prepend > 0 && p.ASN != 0 && p.ASN == p.LocalASN {
 			errs = append(errs, fmt.Errorf("policy.prepend: %d with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use policy.med or policy.localPref instead", c.Policy.Prepend, i, p.ASN))
+		} else if c.Policy.EffectivePrepend() > 0 && p.ASN != 0 && p.ASN == p.LocalASN {
+			errs = append(errs, fmt.Errorf("policy.priorityMode: prepend with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use priorityMode: med", i, p.ASN))
 		}
 	}
 	return errors.Join(errs...)

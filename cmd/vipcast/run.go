@@ -40,14 +40,18 @@ func newRunCmd(environ []string) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("loopback: %w", err)
 			}
-			router, err := peers.NewGoBGP(cfg.Peering, vips, log)
+			// Optional: nothing in the routing path waits for the Kubernetes API.
+			kapi := newKubeAPI(cfg, log, envLookup(environ))
+			defer kapi.close()
+			router, err := peers.NewGoBGP(selectPeers(cmd.Context(), cfg.Peering, kapi.nodeInfo, log), vips, log)
 			if err != nil {
 				return fmt.Errorf("bgp: %w", err)
 			}
 			ops := newOperator(cfg, log)
 			sp, err := speaker.New(cfg.Speaker, speaker.Deps{
 				Router: router, Addresses: addrs, Prober: prober, Attributes: attrs, Log: log,
-				Observer: ops.observer(), StateFile: cfg.API.StateFile,
+				Observer: speaker.Observers{ops.observer(), kapi.observer()}, StateFile: cfg.API.StateFile,
+				GracefulShutdown: cfg.Policy.GracefulShutdown,
 			})
 			if err != nil {
 				return err
@@ -64,6 +68,7 @@ func newRunCmd(environ []string) *cobra.Command {
 			// Second: cancel the context, which skips the drain.
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			go watchReload(ctx, cmd.Flags(), environ, cfg, router, kapi.nodeInfo, log)
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 			defer signal.Stop(sigs)

@@ -80,7 +80,34 @@ type Options struct {
 
 	Communities []string // default ["64512:100"]
 	MED         int      // default 10
+
+	// BFD, if set, runs BFD on every node session: vipcast's peers get
+	// `bfd: {enabled: true, ...}` and the router runs BFD towards every node
+	// (FRR: bfdd profile "fast" on the peer groups; BIRD: protocol bfd and
+	// `bfd on` in the BGP templates).
+	BFD *BFDOptions
+
+	// GracefulShutdownWait, if set, turns on vipcast's RFC 8326 graceful
+	// shutdown (policy.gracefulShutdown) with this wait; 0 turns it off,
+	// so the other scenarios see a drain or SIGTERM withdraw at once.
+	GracefulShutdownWait time.Duration
+
+	// Kubeconfig gives each node's vipcast node.name and a kubeconfig for
+	// its own apiserver (admin token), and creates the Node objects, so
+	// vipcast records Kubernetes Events (see kube.go).
+	Kubeconfig bool
 }
+
+// BFDOptions are the BFD timers of both ends: transmit and receive
+// interval, and detect multiplier.
+type BFDOptions struct {
+	Interval   time.Duration // default 100ms; FRR and BIRD take whole milliseconds
+	Multiplier int           // default 3
+}
+
+// DetectTime is Interval x Multiplier: how long either end waits without a
+// packet before declaring the session down.
+func (b *BFDOptions) DetectTime() time.Duration { return b.Interval * time.Duration(b.Multiplier) }
 
 func (o *Options) defaults() {
 	if o.Router == "" {
@@ -112,6 +139,14 @@ func (o *Options) defaults() {
 	}
 	if o.MED == 0 {
 		o.MED = 10
+	}
+	if o.BFD != nil {
+		b := *o.BFD // the caller's value stays as given
+		def(&b.Interval, 100*time.Millisecond)
+		if b.Multiplier == 0 {
+			b.Multiplier = 3
+		}
+		o.BFD = &b
 	}
 }
 
@@ -276,9 +311,19 @@ func New(t T, opts Options) *Lab {
 		}
 	}
 	l.WaitAllRouted(t, 30*time.Second)
+	if opts.BFD != nil {
+		if err := l.waitBFDSettled(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		l.WaitAllRouted(t, 30*time.Second)
+	}
 	l.ready = true
-	t.Logf("lab %s (%s, %d nodes, ipv6=%v, md5=%v) ready in %v; files in %s",
-		l.ID, opts.Router, opts.Nodes, opts.IPv6, opts.MD5Password != "", time.Since(start).Round(time.Millisecond), l.Dir)
+	bfd := "off"
+	if opts.BFD != nil {
+		bfd = fmt.Sprintf("%v x %d", opts.BFD.Interval, opts.BFD.Multiplier)
+	}
+	t.Logf("lab %s (%s, %d nodes, ipv6=%v, md5=%v, bfd=%s) ready in %v; files in %s",
+		l.ID, opts.Router, opts.Nodes, opts.IPv6, opts.MD5Password != "", bfd, time.Since(start).Round(time.Millisecond), l.Dir)
 	return l
 }
 

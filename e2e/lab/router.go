@@ -31,7 +31,9 @@ type routerImpl interface {
 	kill()
 	alive() bool
 	paths(p netip.Prefix) ([]Path, error)
-	sessions() (map[netip.Addr]string, error) // peer -> state ("Established")
+	sessions() (map[netip.Addr]string, error)    // peer -> state ("Established")
+	bfdSessions() (map[netip.Addr]string, error) // peer -> BFD state ("Up", "Down", "Init")
+	bfdSettled() (ok bool, last string)          // BFD Up with every node, in its final form
 	dump() string
 	logs() []string
 }
@@ -68,6 +70,7 @@ func (r *frrRouter) config() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "frr defaults datacenter\nhostname %s\nlog file %s debugging\n", l.routerNS, filepath.Join(r.dir, "frr.log"))
 	b.WriteString("debug bgp neighbor-events\ndebug bgp updates in\n!\n")
+	b.WriteString(r.bfdConfig())
 	fmt.Fprintf(&b, "router bgp %d\n bgp router-id %s\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n", RouterASN, RouterAddr4)
 	b.WriteString(" bgp bestpath as-path multipath-relax\n")
 	group := func(name string, peers []netip.Addr) {
@@ -75,6 +78,9 @@ func (r *frrRouter) config() string {
 		fmt.Fprintf(&b, " neighbor %s timers %d %d\n neighbor %s timers connect %d\n", name, ka, hold, name, retry)
 		if o.MD5Password != "" {
 			fmt.Fprintf(&b, " neighbor %s password %s\n", name, o.MD5Password)
+		}
+		if o.BFD != nil {
+			fmt.Fprintf(&b, " neighbor %s bfd profile %s\n", name, frrBFDProfile)
 		}
 		for _, p := range peers {
 			fmt.Fprintf(&b, " neighbor %s peer-group %s\n", p, name)
@@ -265,7 +271,11 @@ func (r *frrRouter) sessions() (map[netip.Addr]string, error) {
 
 func (r *frrRouter) dump() string {
 	var b strings.Builder
-	for _, c := range []string{"show bgp summary", "show bgp ipv4 unicast", "show bgp ipv6 unicast", "show ip route bgp", "show ipv6 route bgp"} {
+	cmds := []string{"show bgp summary", "show bgp ipv4 unicast", "show bgp ipv6 unicast", "show ip route bgp", "show ipv6 route bgp"}
+	if r.lab.Opts.BFD != nil {
+		cmds = append(cmds, "show bfd peers")
+	}
+	for _, c := range cmds {
 		out, err := r.vtysh("-c", c)
 		fmt.Fprintf(&b, "--- router vtysh %q (err=%v)\n%s", c, err, out)
 	}
@@ -273,8 +283,12 @@ func (r *frrRouter) dump() string {
 }
 
 func (r *frrRouter) logs() []string {
-	return []string{filepath.Join(r.dir, "frr.log"), filepath.Join(r.dir, "zebra.log"), filepath.Join(r.dir, "bgpd.log"),
+	logs := []string{filepath.Join(r.dir, "frr.log"), filepath.Join(r.dir, "zebra.log"), filepath.Join(r.dir, "bgpd.log"),
 		filepath.Join(r.dir, "zebra.out"), filepath.Join(r.dir, "bgpd.out")}
+	if r.lab.Opts.BFD != nil {
+		logs = append(logs, filepath.Join(r.dir, "bfdd.log"), filepath.Join(r.dir, "bfdd.out"))
+	}
+	return logs
 }
 
 // ---------------------------------------------------------------- BIRD
@@ -311,11 +325,15 @@ func (r *birdRouter) config() string {
 	b.WriteString("protocol device { scan time 1; }\n")
 	b.WriteString("protocol kernel k4 { ipv4 { import none; export all; }; merge paths on; }\n")
 	b.WriteString("protocol kernel k6 { ipv6 { import none; export all; }; merge paths on; }\n")
+	b.WriteString(r.bfdConfig())
 	tmpl := func(name string, local netip.Addr, afi string) {
 		fmt.Fprintf(&b, "template bgp %s {\n  local %s as %d;\n  hold time %d; keepalive time %d; connect retry time %d;\n  error wait time 1,5;\n",
 			name, local, RouterASN, hold, ka, retry)
 		if o.MD5Password != "" {
 			fmt.Fprintf(&b, "  password %q;\n", o.MD5Password)
+		}
+		if o.BFD != nil {
+			b.WriteString("  bfd on;\n")
 		}
 		fmt.Fprintf(&b, "  %s { import all; export none; };\n}\n", afi)
 	}
@@ -471,7 +489,11 @@ func (r *birdRouter) sessions() (map[netip.Addr]string, error) {
 
 func (r *birdRouter) dump() string {
 	var b strings.Builder
-	for _, c := range [][]string{{"show", "protocols", "all"}, {"show", "route", "all"}} {
+	cmds := [][]string{{"show", "protocols", "all"}, {"show", "route", "all"}}
+	if r.lab.Opts.BFD != nil {
+		cmds = append(cmds, []string{"show", "bfd", "sessions"})
+	}
+	for _, c := range cmds {
 		out, err := r.birdc(c...)
 		fmt.Fprintf(&b, "--- router birdc %q (err=%v)\n%s", strings.Join(c, " "), err, out)
 	}

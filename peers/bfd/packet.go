@@ -69,6 +69,12 @@ var diagNames = [...]string{
 	"ReverseConcatenatedPathDown",
 }
 
+// MarshalText makes structured logs show the name, not the number.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// MarshalText makes structured logs show the name, not the number.
+func (d Diag) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
 func (d Diag) String() string {
 	if int(d) < len(diagNames) {
 		return diagNames[d]

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/speaker"
+	"github.com/vipcast/vipcast/speaker/kube"
+)
+
+// kubeAPI is vipcast's optional link to the Kubernetes API: node labels
+// for peer selection and Events on the Node. Nothing in the routing path
+// waits for it; without an API (bootstrap, static pod before the control
+// plane, no kubeconfig) vipcast routes exactly the same.
+type kubeAPI struct {
+	node   string
+	log    *slog.Logger
+	client kubernetes.Interface // nil: no API
+	events *kube.Events         // nil: events off or no API
+}
+
+// newKubeAPI builds the client (no request is made) and, if enabled, the
+// events observer. It never fails: a missing or broken kubeconfig only
+// disables the Kubernetes features, with a log line.
+func newKubeAPI(cfg fileConfig, log *slog.Logger, getenv func(string) string) *kubeAPI {
+	k := &kubeAPI{node: cfg.Node.Name, log: log}
+	if k.node == "" {
+		log.Warn("node.name unknown (the host name is no node name): node labels and events disabled; routing unaffected; set VIPCAST_NODE_NAME")
+		return k
+	}
+	client, source, err := kube.NewClient(cfg.Kubernetes, getenv)
+	switch {
+	case errors.Is(err, kube.ErrNoAPI):
+		log.Info("no Kubernetes API: node labels and events disabled; routing unaffected", "node", k.node)
+		return k
+	case err != nil:
+		log.Warn("Kubernetes API disabled: node labels and events off; routing unaffected", "err", err, "node", k.node)
+		return k
+	}
+	k.client = client
+	if cfg.Kubernetes.Events {
+		k.events = kube.NewEvents(client, k.node, log)
+	}
+	log.Info("Kubernetes API configured", "source", source, "node", k.node, "events", k.events != nil)
+	return k
+}
+
+// observer is the events observer, or nil.
+func (k *kubeAPI) observer() speaker.Observer {
+	if k == nil || k.events == nil {
+		return nil
+	}
+	return k.events
+}
+
+// close writes the queued Events for at most a second (the shutdown
+// transition included), then stops.
+func (k *kubeAPI) close() {
+	if k == nil || k.events == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	k.events.Close(ctx)
+	if n := k.events.Dropped(); n > 0 {
+		k.log.Info("kubernetes events not written", "dropped", n, "sent", k.events.Sent())
+	}
+}
+
+// nodeInfo is what per-node peer selection (peers.Config.Select) knows
+// about this node: its addresses (peers.LocalAddresses) and, from the API,
+// its labels. It waits at most kube.LookupTimeout (about 2 s) for the API;
+// without an answer LabelsKnown is false.
+func (k *kubeAPI) nodeInfo(ctx context.Context) peers.NodeInfo {
+	var ni peers.NodeInfo
+	addrs, err := peers.LocalAddresses()
+	if err != nil {
+		k.log.Warn("reading the node's addresses", "err", err)
+	}
+	ni.Addresses = addrs
+	if k.client == nil {
+		return ni
+	}
+	labels, err := kube.NodeLabels(ctx, k.client, k.node)
+	if err != nil {
+		k.log.Warn("node labels unknown: Kubernetes API not answering; routing unaffected", "node", k.node, "err", err)
+		return ni
+	}
+	ni.Labels, ni.LabelsKnown = labels, true
+	return ni
+}
+
+// envLookup is os.Getenv over the environment the command was given.
+func envLookup(environ []string) func(string) string {
+	return func(key string) string {
+		for i := len(environ) - 1; i >= 0; i-- {
+			if k, v, ok := strings.Cut(environ[i], "="); ok && k == key {
+				return v
+			}
+		}
+		return ""
+	}
+}

@@ -1,0 +1,258 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vipcast/vipcast/e2e/lab"
+)
+
+// bfdTimers are the BFD timers of the BFD lab, on both ends: detection in
+// 300 ms, an order of magnitude under the 3 s hold time.
+var bfdTimers = lab.BFDOptions{Interval: 100 * time.Millisecond, Multiplier: 3}
+
+// Trials per timed BFD scenario and router: enough for a median and a max.
+const (
+	bfdLinkTrials = 5
+	bfdStopTrials = 2
+)
+
+// TestBFD runs vipcast's BFD against FRR's bfdd and BIRD's BFD: one 3-node
+// lab per router with BFD at 100 ms x 3 on every session (hold time 3 s, as
+// in TestAnycast, so anything under hold − keepalive can only be BFD).
+func TestBFD(t *testing.T) {
+	scenarios := []scenario{
+		{"sessions-up", bfdSessionsUp},
+		{"node-link-down-up", bfdLinkDownUp},
+		{"vipcast-sigstop", bfdVipcastStop},
+	}
+	for _, r := range routers {
+		t.Run(string(r), func(t *testing.T) {
+			lab.Require(t, r)
+			timers := bfdTimers
+			l := lab.New(t, lab.Options{Router: r, Nodes: 3, BFD: &timers})
+			for _, sc := range scenarios {
+				t.Run(sc.name, func(t *testing.T) {
+					l.DumpOnFailure(t)
+					l.Restore(t)
+					sc.run(t, l)
+				})
+			}
+		})
+	}
+}
+
+// bfdMaxWithdraw is the loose bound on a BFD-driven withdraw: the hold
+// timer cannot fire sooner than hold − keepalive after the last keepalive,
+// so a withdraw faster than that (less a margin) was BFD's doing.
+func bfdMaxWithdraw(l *lab.Lab) time.Duration {
+	return l.Opts.HoldTime - l.Opts.KeepaliveTime - 300*time.Millisecond
+}
+
+// (1) BFD Up on both ends, and BGP enabled by vipcast only once BFD was Up;
+// 3-way ECMP with the usual paths.
+func bfdSessionsUp(t *testing.T, l *lab.Lab) {
+	l.WaitRouterBFD(t, "Up", 5*time.Second, l.Nodes()...)
+	s, err := l.RouterBFDSessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("router BFD sessions: %v", s)
+	got, err := l.RouterNexthops(v4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := l.AllAddrs(v4); !slices.Equal(got, want) {
+		t.Fatalf("FIB nexthops for %s = %v, want %v", v4, got, want)
+	}
+	checkPaths(t, l, v4, l.Nodes())
+	sess, err := l.RouterSessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := lab.RouterAddr4.String()
+	for _, n := range l.Nodes() {
+		if sess[n.Addr4] != "Established" {
+			t.Errorf("BGP session with %s: %q, want Established", n.Addr4, sess[n.Addr4])
+		}
+		// vipcast's side, from its log: its BFD session with the router
+		// went Up, and only then was BGP enabled and established.
+		var bfdUp, enabled, established int
+		for i, r := range n.LogRecords() {
+			if fmt.Sprint(r["peer"]) != peer {
+				continue
+			}
+			switch r["msg"] {
+			case "bfd session state changed":
+				// State is logged as its number (3) by the JSON handler.
+				if st := fmt.Sprint(r["state"]); (st == "Up" || st == "3") && bfdUp == 0 {
+					bfdUp = i + 1
+				}
+			case "BFD up: enabling the BGP session":
+				if enabled == 0 {
+					enabled = i + 1
+				}
+			case "BGP session established":
+				if established == 0 {
+					established = i + 1
+				}
+			}
+		}
+		switch {
+		case bfdUp == 0:
+			t.Errorf("%s: vipcast never logged its BFD session with %s Up", n.Name, peer)
+		case enabled == 0 || enabled < bfdUp:
+			t.Errorf("%s: vipcast did not enable BGP after BFD Up (log lines: bfd up %d, enabled %d)", n.Name, bfdUp, enabled)
+		case established == 0 || established < enabled:
+			t.Errorf("%s: BGP established (log line %d) before vipcast enabled it after BFD Up (line %d)", n.Name, established, enabled)
+		}
+	}
+}
+
+// samples collects one metric's trials and logs their summary.
+type samples struct {
+	metric string
+	ds     []time.Duration
+}
+
+func (s *samples) add(d time.Duration) { s.ds = append(s.ds, d) }
+
+func (s *samples) summary(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	if len(s.ds) == 0 {
+		return
+	}
+	c := slices.Clone(s.ds)
+	slices.Sort(c)
+	med := c[len(c)/2]
+	if len(c)%2 == 0 {
+		med = (c[len(c)/2-1] + c[len(c)/2]) / 2
+	}
+	r := func(d time.Duration) time.Duration { return d.Round(100 * time.Microsecond) }
+	t.Logf("SUMMARY %s %s: n=%d min=%v median=%v max=%v", l.Opts.Router, s.metric, len(c), r(c[0]), r(med), r(c[len(c)-1]))
+}
+
+// expectRouterBFD checks the router's BFD state for n right now.
+func expectRouterBFD(t *testing.T, l *lab.Lab, n *lab.Node, want ...string) {
+	t.Helper()
+	s, err := l.RouterBFDSessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(want, s[n.Addr4]) {
+		t.Errorf("router BFD session with %s: %q, want one of %v", n.Name, s[n.Addr4], want)
+	}
+}
+
+// (2)+(3) The node's link goes down (router side of its veth: vipcast can
+// neither withdraw nor reset TCP): the router's BFD notices within its
+// detection time and the nexthop leaves the FIB long before the hold time.
+// Link up: BFD Up, then BGP, then the nexthop, with no action on the node.
+func bfdLinkDownUp(t *testing.T, l *lab.Lab) {
+	down := samples{metric: "bfd_link_down_to_fib_withdraw"}
+	upBFD := samples{metric: "bfd_link_up_to_router_bfd_up"}
+	upFIB := samples{metric: "bfd_link_up_to_fib_return"}
+	defer down.summary(t, l)
+	defer upBFD.summary(t, l)
+	defer upFIB.summary(t, l)
+	for i := range bfdLinkTrials {
+		n := l.Node(i%len(l.Nodes()) + 1)
+		t.Logf("trial %d: %s link down", i+1, n.Name)
+		m, err := l.MonitorFIB(v4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		others := addrs(l, v4, l.Except(n)...)
+		t0 := time.Now()
+		if err := n.LinkDown(); err != nil {
+			t.Fatal(err)
+		}
+		gone, err := m.WaitExactly(t0, l.Opts.HoldTime+3*time.Second, others)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := gone.Sub(t0)
+		l.Record(t, down.metric, d)
+		down.add(d)
+		if d > bfdMaxWithdraw(l) {
+			t.Errorf("trial %d: route left %v after link down: that is the hold timer (%v), not BFD (detection %v)",
+				i+1, d, l.Opts.HoldTime, l.Opts.BFD.DetectTime())
+		}
+		expectRouterBFD(t, l, n, "Down", "Init")
+
+		t1 := time.Now()
+		if err := n.LinkUp(); err != nil {
+			t.Fatal(err)
+		}
+		bfdUp := l.WaitRouterBFD(t, "Up", 10*time.Second, n)
+		lab.WaitFor(t, n.Name+" BGP session Established after link up", 15*time.Second, func() bool { return l.Established(n.Addr4) })
+		back, err := m.WaitExactly(t1, 15*time.Second, l.AllAddrs(v4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Record(t, upBFD.metric, bfdUp.Sub(t1))
+		l.Record(t, upFIB.metric, back.Sub(t1))
+		upBFD.add(bfdUp.Sub(t1))
+		upFIB.add(back.Sub(t1))
+		if !back.After(bfdUp.Add(-10 * time.Millisecond)) {
+			t.Errorf("trial %d: nexthop back %v before the router saw BFD Up: BGP did not wait for BFD", i+1, bfdUp.Sub(back))
+		}
+		if mi := m.Missed(); mi > 0 {
+			t.Logf("trial %d: %d FIB change(s) timed by the 20 ms backstop poll, not by a notification", i+1, mi)
+		}
+		m.Close()
+	}
+}
+
+// (4) vipcast hung (SIGSTOP): its BFD stops with it, so the router drops the
+// nexthop at BFD's detection time instead of the hold time; SIGCONT brings
+// BFD, BGP and the nexthop back.
+func bfdVipcastStop(t *testing.T, l *lab.Lab) {
+	stop := samples{metric: "bfd_vipcast_sigstop_to_fib_withdraw"}
+	cont := samples{metric: "bfd_vipcast_sigcont_to_fib_return"}
+	defer stop.summary(t, l)
+	defer cont.summary(t, l)
+	for i := range bfdStopTrials {
+		n := l.Node(i%len(l.Nodes()) + 1)
+		t.Logf("trial %d: %s vipcast SIGSTOP", i+1, n.Name)
+		m, err := l.MonitorFIB(v4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		others := addrs(l, v4, l.Except(n)...)
+		t0, err := n.KillVipcast(syscall.SIGSTOP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone, err := m.WaitExactly(t0, l.Opts.HoldTime+3*time.Second, others)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := gone.Sub(t0)
+		l.Record(t, stop.metric, d)
+		stop.add(d)
+		if d > bfdMaxWithdraw(l) {
+			t.Errorf("trial %d: route left %v after SIGSTOP: that is the hold timer (%v), not BFD (detection %v)",
+				i+1, d, l.Opts.HoldTime, l.Opts.BFD.DetectTime())
+		}
+		expectRouterBFD(t, l, n, "Down", "Init")
+
+		t1, err := n.KillVipcast(syscall.SIGCONT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := m.WaitExactly(t1, 15*time.Second, l.AllAddrs(v4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Record(t, cont.metric, back.Sub(t1))
+		cont.add(back.Sub(t1))
+		expectRouterBFD(t, l, n, "Up")
+		m.Close()
+	}
+}

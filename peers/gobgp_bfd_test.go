@@ -1,0 +1,51 @@
+package peers
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipcast/vipcast/peers/bfd"
+	"github.com/vipcast/vipcast/peers/bgptest"
+)
+
+// A BFD Down and Up delivered back to back (as when vipcast resumes after
+// SIGSTOP and reads its backlog of BFD packets) must leave the BGP session
+// enabled: GoBGP drops an admin-state request made while the previous one is
+// still queued, so onBFD has to wait for each to be taken.
+func TestGoBGPBFDDownUpBackToBack(t *testing.T) {
+	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+	g, logs := startVipcast(t, r, Peer{}, vip4)
+	waitPeer(t, g, "established", established)
+	peer := netip.MustParseAddr(r.Address())
+	// Drive the glue directly, as the BFD manager's notifier would.
+	g.bfdRunning.Store(true)
+	defer g.bfdRunning.Store(false)
+	now := time.Now()
+	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateUp, New: bfd.StateDown, Diag: bfd.DiagNeighborSignaledDown,
+		RemoteState: bfd.StateDown, At: now})
+	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateDown, New: bfd.StateInit, RemoteState: bfd.StateDown, At: now})
+	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateInit, New: bfd.StateUp, RemoteState: bfd.StateInit, At: now})
+	// GoBGP waits its 5s idle hold time before connecting again.
+	deadline := time.Now().Add(wait)
+	sawDown := false
+	for {
+		ps, err := g.Peers(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps[0].State != StateEstablished {
+			sawDown = true
+		} else if sawDown {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("BGP session not re-established %v after BFD Down+Up back to back: %+v\n%s", wait, ps[0], logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if strings.Contains(logs.String(), "previous setting admin state request is still remaining") {
+		t.Errorf("an admin-state request was dropped by GoBGP:\n%s", logs.String())
+	}
+}

@@ -1,0 +1,117 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"time"
+)
+
+// GracefulShutdownConfig is policy.gracefulShutdown: before an operator
+// drain or a SIGTERM withdraws the VIPs, they are re-advertised with the
+// GRACEFUL_SHUTDOWN community 65535:0 (RFC 8326) for Wait, so routers that
+// honour it move traffic to the other nodes while this one still answers.
+// Health failures never use it: a dead apiserver is withdrawn at once.
+type GracefulShutdownConfig struct {
+	Enabled bool          `mapstructure:"enabled"`
+	Wait    time.Duration `mapstructure:"wait"`
+	// LocalPref, if set, replaces the local preference during the wait
+	// (iBGP; RFC 8326 suggests 0).
+	LocalPref *uint32 `mapstructure:"localPref"`
+	// MED, if set, replaces the MED during the wait (e.g. 4294967295).
+	MED *uint32 `mapstructure:"med"`
+}
+
+// DefaultGracefulShutdown is on, with a 3s wait.
+func DefaultGracefulShutdown() GracefulShutdownConfig {
+	return GracefulShutdownConfig{Enabled: true, Wait: 3 * time.Second}
+}
+
+// Active reports whether drains and shutdowns go through the GSHUT phase.
+func (g GracefulShutdownConfig) Active() bool { return g.Enabled && g.Wait > 0 }
+
+func (g GracefulShutdownConfig) validate() []error {
+	if g.Wait < 0 || g.Wait > 5*time.Minute {
+		return []error{fmt.Errorf("policy.gracefulShutdown.wait: %v is out of range; use 0 to 5m (default 3s), or enabled: false", g.Wait)}
+	}
+	if g.Enabled && g.Wait == 0 {
+		return []error{fmt.Errorf("policy.gracefulShutdown.wait: 0s with enabled: true would withdraw before any router reacts; use e.g. 3s, or set enabled: false")}
+	}
+	return nil
+}
+
+// WithGracefulShutdown returns a copy of a with the GRACEFUL_SHUTDOWN
+// community added (once) and the optional local preference and MED of g.
+// a itself is not modified.
+func (a Attributes) WithGracefulShutdown(g GracefulShutdownConfig) Attributes {
+	out := Attributes{
+		Communities:      slices.Clone(a.Communities),
+		LargeCommunities: slices.Clone(a.LargeCommunities),
+		MED:              a.MED,
+		LocalPref:        a.LocalPref,
+		Prepend:          a.Prepend,
+	}
+	if !slices.Contains(out.Communities, GracefulShutdown) {
+		out.Communities = append(out.Communities, GracefulShutdown)
+	}
+	if g.LocalPref != nil {
+		v := *g.LocalPref
+		out.LocalPref = &v
+	}
+	if g.MED != nil {
+		v := *g.MED
+		out.MED = &v
+	}
+	return out
+}
+
+// Priority modes.
+const (
+	PriorityMED     = "med"
+	PriorityPrepend = "prepend"
+)
+
+// PriorityMEDStep is the MED added per priority step: MED = med + priority*10,
+// leaving room for the network team's own adjustments in between.
+const PriorityMEDStep = 10
+
+// applyPriority folds Priority into a's MED or AS-path prepend.
+func (c Config) applyPriority(a *Attributes) error {
+	switch c.PriorityMode {
+	case PriorityMED, "":
+		if c.Priority == 0 {
+			return nil
+		}
+		base := uint64(0)
+		if c.MED != nil {
+			base = uint64(*c.MED)
+		}
+		v := base + uint64(c.Priority)*PriorityMEDStep
+		if v > math.MaxUint32 {
+			return fmt.Errorf("policy.priority: %d gives MED %d, above 4294967295; use a smaller priority (MED = policy.med + priority*%d)", c.Priority, v, PriorityMEDStep)
+		}
+		m := uint32(v)
+		a.MED = &m
+	case PriorityPrepend:
+		if c.Priority == 0 {
+			return nil
+		}
+		total := uint64(c.Prepend) + uint64(c.Priority)
+		if total > maxPrepend {
+			return fmt.Errorf("policy.priority: %d with policy.prepend %d gives %d prepends, more than %d; use priorityMode: med or a priority of at most %d", c.Priority, c.Prepend, total, maxPrepend, max(0, maxPrepend-int(c.Prepend)))
+		}
+		a.Prepend = uint8(total)
+	default:
+		return fmt.Errorf("policy.priorityMode: %q is not a choice; use med or prepend", c.PriorityMode)
+	}
+	return nil
+}
+
+// EffectivePrepend is the number of prepends sent, priority included.
+func (c Config) EffectivePrepend() int {
+	n := int(c.Prepend)
+	if c.PriorityMode == PriorityPrepend {
+		n += int(c.Priority)
+	}
+	return n
+}

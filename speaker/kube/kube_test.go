@@ -1,0 +1,343 @@
+package kube
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/vipcast/vipcast/speaker"
+)
+
+var vip = netip.MustParsePrefix("203.0.113.10/32")
+
+func node(name string, labels map[string]string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), Labels: labels}}
+}
+
+func decisions() []speaker.Decision { return []speaker.Decision{{VIP: vip}} }
+
+// syncLog is a slog text buffer safe for the writer goroutine.
+type syncLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func listEvents(t *testing.T, cs *fake.Clientset) []eventsv1.Event {
+	t.Helper()
+	l, err := cs.EventsV1().Events(EventsNamespace).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+func TestEventsFields(t *testing.T) {
+	cs := fake.NewClientset(node("cp1", nil))
+	e := NewEvents(cs, "cp1", nil)
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	trs := []speaker.Transition{
+		{At: at, Announce: true, From: speaker.ReasonStarting, To: speaker.ReasonHealthy, Detail: "3 consecutive good probes"},
+		{At: at.Add(time.Second), From: speaker.ReasonHealthy, To: speaker.ReasonUnhealthy, Detail: "2 consecutive failed probes, last: connection refused"},
+		{At: at.Add(2 * time.Second), From: speaker.ReasonUnhealthy, To: speaker.ReasonDrained, Detail: "maintenance"},
+	}
+	for _, tr := range trs {
+		e.OnTransition(tr, decisions())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e.Close(ctx)
+	if e.Sent() != 3 || e.Dropped() != 0 {
+		t.Fatalf("sent %d dropped %d, want 3 and 0", e.Sent(), e.Dropped())
+	}
+	evs := listEvents(t, cs)
+	if len(evs) != 3 {
+		t.Fatalf("%d events, want 3", len(evs))
+	}
+	want := map[string]struct{ typ, action, note string }{
+		ReasonAnnounced: {corev1.EventTypeNormal, "Announce", "VIP 203.0.113.10/32 announced (starting -> healthy): 3 consecutive good probes"},
+		ReasonWithdrawn: {corev1.EventTypeWarning, "Withdraw", "VIP 203.0.113.10/32 withdrawn (healthy -> unhealthy): 2 consecutive failed probes, last: connection refused"},
+		ReasonDrained:   {corev1.EventTypeNormal, "Drain", "VIP 203.0.113.10/32 withdrawn (unhealthy -> drained): maintenance"},
+	}
+	for _, ev := range evs {
+		w, ok := want[ev.Reason]
+		if !ok {
+			t.Errorf("unexpected reason %q", ev.Reason)
+			continue
+		}
+		delete(want, ev.Reason)
+		if ev.Type != w.typ || ev.Action != w.action || ev.Note != w.note {
+			t.Errorf("%s: type %q action %q note %q; want %q %q %q", ev.Reason, ev.Type, ev.Action, ev.Note, w.typ, w.action, w.note)
+		}
+		r := ev.Regarding
+		if r.Kind != "Node" || r.APIVersion != "v1" || r.Name != "cp1" || r.UID != "uid-cp1" || r.Namespace != "" {
+			t.Errorf("regarding = %+v, want Node cp1 uid-cp1", r)
+		}
+		if ev.Namespace != "default" || ev.ReportingController != ReportingName || ev.ReportingInstance != "vipcast-cp1" || ev.EventTime.IsZero() {
+			t.Errorf("metadata: ns %q controller %q instance %q time %v", ev.Namespace, ev.ReportingController, ev.ReportingInstance, ev.EventTime)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		from, to    speaker.Reason
+		announce    bool
+		typ, reason string
+	}{
+		{speaker.ReasonStarting, speaker.ReasonNoPeer, true, corev1.EventTypeNormal, ReasonAnnounced},
+		{speaker.ReasonNoPeer, speaker.ReasonHealthy, true, corev1.EventTypeNormal, ReasonAnnounced},
+		{speaker.ReasonHealthy, speaker.ReasonNoPeer, true, corev1.EventTypeWarning, ReasonNoPeer},
+		{speaker.ReasonDrained, speaker.ReasonHealthy, true, corev1.EventTypeNormal, ReasonAnnounced},
+		{speaker.ReasonDrained, speaker.ReasonStarting, false, corev1.EventTypeNormal, ReasonUndrained},
+		{speaker.ReasonDrained, speaker.ReasonUnhealthy, false, corev1.EventTypeNormal, ReasonUndrained},
+		{speaker.ReasonHealthy, speaker.ReasonUnhealthy, false, corev1.EventTypeWarning, ReasonWithdrawn},
+		{speaker.ReasonUnhealthy, speaker.ReasonDamped, false, corev1.EventTypeWarning, ReasonDamped},
+		{speaker.ReasonHealthy, speaker.ReasonDrained, false, corev1.EventTypeNormal, ReasonDrained},
+		{speaker.ReasonHealthy, speaker.ReasonShuttingDown, false, corev1.EventTypeNormal, ReasonShutdown},
+	}
+	for _, tt := range tests {
+		typ, reason, _ := Classify(speaker.Transition{From: tt.from, To: tt.to, Announce: tt.announce})
+		if typ != tt.typ || reason != tt.reason {
+			t.Errorf("%s -> %s: %s %s, want %s %s", tt.from, tt.to, typ, reason, tt.typ, tt.reason)
+		}
+	}
+}
+
+// A stuck API must never hold up the loop: OnTransition returns at once,
+// and what does not fit in the queue is dropped and counted.
+func TestEventsQueueFullNeverBlocks(t *testing.T) {
+	cs := fake.NewClientset(node("cp1", nil))
+	release := make(chan struct{})
+	cs.PrependReactor("create", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
+		<-release
+		return true, nil, errors.New("too late")
+	})
+	var logs syncLog
+	e := NewEvents(cs, "cp1", slog.New(slog.NewTextHandler(&logs, nil)))
+	const n = 1000
+	start := time.Now()
+	for i := range n {
+		e.OnTransition(speaker.Transition{At: time.Now(), From: speaker.ReasonHealthy, To: speaker.ReasonUnhealthy, Detail: string(rune('a' + i%26))}, decisions())
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("%d OnTransition calls took %v with a stuck API", n, d)
+	}
+	// At most the queue plus the one being written are not dropped.
+	if got := e.Dropped(); got < n-EventsQueueDepth-1 {
+		t.Errorf("dropped %d, want at least %d", got, n-EventsQueueDepth-1)
+	}
+	if c := strings.Count(logs.String(), "queue full"); c != 1 {
+		t.Errorf("queue-full logged %d times, want once:\n%s", c, logs.String())
+	}
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e.Close(ctx)
+	if got := e.Dropped() + e.Sent(); got != n {
+		t.Errorf("dropped+sent = %d, want %d", got, n)
+	}
+	// After Close, events are dropped without a goroutine to write them.
+	e.OnTransition(speaker.Transition{}, decisions())
+	if e.Dropped()+e.Sent() != n+1 {
+		t.Errorf("OnTransition after Close not counted as dropped")
+	}
+}
+
+// API errors only drop events; the outage is logged once and the recovery
+// once; the loop sees nothing.
+func TestEventsAPIUnreachable(t *testing.T) {
+	cs := fake.NewClientset(node("cp1", nil))
+	var mu sync.Mutex
+	failing := true
+	cs.PrependReactor("create", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			return true, nil, errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
+		}
+		return false, nil, nil
+	})
+	var logs syncLog
+	e := NewEvents(cs, "cp1", slog.New(slog.NewTextHandler(&logs, nil)))
+	tr := speaker.Transition{At: time.Now(), From: speaker.ReasonHealthy, To: speaker.ReasonUnhealthy}
+	for range 5 {
+		e.OnTransition(tr, decisions())
+	}
+	waitFor(t, func() bool { return e.Dropped() == 5 })
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	e.OnTransition(tr, decisions())
+	waitFor(t, func() bool { return e.Sent() == 1 })
+	e.Close(context.Background())
+	out := logs.String()
+	if c := strings.Count(out, "kubernetes events disabled: API unreachable: dial tcp 127.0.0.1:6443: connect: connection refused; routing unaffected"); c != 1 {
+		t.Errorf("outage logged %d times, want once:\n%s", c, out)
+	}
+	if c := strings.Count(out, "kubernetes events resumed"); c != 1 {
+		t.Errorf("recovery logged %d times, want once:\n%s", c, out)
+	}
+	if n := len(listEvents(t, cs)); n != 1 {
+		t.Errorf("%d events stored, want 1", n)
+	}
+}
+
+// Close gives up on a hung API when its context ends.
+func TestEventsCloseBounded(t *testing.T) {
+	cs := fake.NewClientset()
+	cs.PrependReactor("create", "events", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		time.Sleep(time.Hour)
+		return true, nil, nil
+	})
+	e := NewEvents(cs, "cp1", nil)
+	e.timeout = time.Hour
+	e.OnTransition(speaker.Transition{}, decisions())
+	e.OnTransition(speaker.Transition{}, decisions())
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { e.Close(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		// The fake ignores contexts; the worker stays in the reactor, but
+		// Close must still have returned.
+		t.Fatal("Close did not return after its context ended")
+	}
+}
+
+func TestNodeLabels(t *testing.T) {
+	cs := fake.NewClientset(node("cp1", map[string]string{"topology.kubernetes.io/zone": "a"}))
+	got, err := NodeLabels(context.Background(), cs, "cp1")
+	if err != nil || got["topology.kubernetes.io/zone"] != "a" {
+		t.Fatalf("labels %v, err %v", got, err)
+	}
+	if got, err := NodeLabels(context.Background(), cs, "nope"); err == nil {
+		t.Errorf("missing node: labels %v, no error", got)
+	}
+	if _, err := NodeLabels(context.Background(), nil, "cp1"); !errors.Is(err, ErrNoAPI) {
+		t.Errorf("nil client: %v, want ErrNoAPI", err)
+	}
+}
+
+// An unreachable API at start costs at most LookupTimeout.
+func TestNodeLabelsAPIDown(t *testing.T) {
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	// A blackholed address (TEST-NET-1 on an unused port) and a closed
+	// local port: neither may hold the caller longer than LookupTimeout.
+	for _, server := range []string{"https://127.0.0.1:1", "https://192.0.2.254:6443"} {
+		writeKubeconfig(t, kc, server)
+		cs, _, err := NewClient(Config{Kubeconfig: kc}, func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = NodeLabels(context.Background(), cs, "cp1")
+		if err == nil {
+			t.Fatalf("%s: no error", server)
+		}
+		if d := time.Since(start); d > LookupTimeout+500*time.Millisecond {
+			t.Errorf("%s: NodeLabels took %v (err %v)", server, d, err)
+		}
+	}
+}
+
+func writeKubeconfig(t *testing.T, path, server string) {
+	t.Helper()
+	kc := `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "` + server + `", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`
+	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRESTConfigSources(t *testing.T) {
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	writeKubeconfig(t, kc, "https://127.0.0.1:6443")
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+	if _, _, err := RESTConfig(Config{}, env(nil)); !errors.Is(err, ErrNoAPI) {
+		t.Errorf("nothing set: %v, want ErrNoAPI", err)
+	}
+	rc, src, err := RESTConfig(Config{}, env(map[string]string{"KUBECONFIG": kc}))
+	if err != nil || rc.Host != "https://127.0.0.1:6443" || !strings.HasPrefix(src, "$KUBECONFIG") {
+		t.Errorf("$KUBECONFIG: host %v src %q err %v", rc, src, err)
+	}
+	rc, src, err = RESTConfig(Config{Kubeconfig: kc}, env(map[string]string{"KUBERNETES_SERVICE_HOST": "10.0.0.1"}))
+	if err != nil || rc.Timeout != RequestTimeout || rc.QPS != qps || !strings.HasPrefix(src, "kubeconfig ") {
+		t.Errorf("explicit kubeconfig wins: %v %q %v", rc, src, err)
+	}
+	// In a pod without the service account files: an error, not a hang.
+	if _, src, err := RESTConfig(Config{}, env(map[string]string{"KUBERNETES_SERVICE_HOST": "10.0.0.1"})); err == nil || src != "in-cluster" {
+		t.Errorf("in-cluster without a token: src %q err %v", src, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := (NodeConfig{Name: "cp-1.example.com"}).Validate(); err != nil {
+		t.Error(err)
+	}
+	if err := (NodeConfig{}).Validate(); err != nil {
+		t.Errorf("empty (unknown) node name: %v", err)
+	}
+	for _, bad := range []string{"CP_1", "cp_1", strings.Repeat("a", 254)} {
+		if err := (NodeConfig{Name: bad}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "node.name: ") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	if err := (Config{Kubeconfig: "/nonexistent/kubeconfig"}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "kubernetes.kubeconfig: ") {
+		t.Errorf("missing kubeconfig: %v", err)
+	}
+	if err := Default().Validate(); err != nil || !Default().Events {
+		t.Errorf("default: %v %+v", err, Default())
+	}
+	if n := DefaultNode().Name; n != strings.ToLower(n) {
+		t.Errorf("default node name %q not lower case", n)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
