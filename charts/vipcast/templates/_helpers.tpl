@@ -34,21 +34,32 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/*
-terminationGracePeriodSeconds = ceil(shutdown.drainPeriod in seconds) + 10.
-The schema restricts drainPeriod to one unit (ms, s or m) so it can be
-computed here.
+terminationGracePeriodSeconds = the SIGTERM sequence plus 10 s of slack:
+the RFC 8326 graceful-shutdown wait (policy.gracefulShutdown.wait, 3s by
+default, 0 when disabled) + shutdown.drainPeriod. The schema restricts these
+durations to one unit (ms, s or m) so they can be computed here.
 */}}
 {{- define "vipcast.terminationGracePeriodSeconds" -}}
-{{- $d := toString .Values.shutdown.drainPeriod -}}
-{{- $secs := 0 -}}
-{{- if hasSuffix "ms" $d -}}
-{{- $secs = div (add (trimSuffix "ms" $d | atoi) 999) 1000 -}}
-{{- else if hasSuffix "s" $d -}}
-{{- $secs = trimSuffix "s" $d | atoi -}}
-{{- else if hasSuffix "m" $d -}}
-{{- $secs = mul (trimSuffix "m" $d | atoi) 60 -}}
+{{- $gshut := 0 -}}
+{{- $g := (.Values.policy | default dict).gracefulShutdown | default dict -}}
+{{- if ne (toString $g.enabled) "false" -}}
+{{- $gshut = include "vipcast.seconds" ($g.wait | default "3s") | atoi -}}
 {{- end -}}
-{{- add $secs 10 -}}
+{{- add (include "vipcast.seconds" .Values.shutdown.drainPeriod | atoi) $gshut 10 -}}
+{{- end -}}
+
+{{/* A one-unit duration (500ms, 2s, 1m) in whole seconds, rounded up. */}}
+{{- define "vipcast.seconds" -}}
+{{- $d := toString . -}}
+{{- if hasSuffix "ms" $d -}}
+{{- div (add (trimSuffix "ms" $d | atoi) 999) 1000 -}}
+{{- else if hasSuffix "s" $d -}}
+{{- trimSuffix "s" $d | atoi -}}
+{{- else if hasSuffix "m" $d -}}
+{{- mul (trimSuffix "m" $d | atoi) 60 -}}
+{{- else -}}
+0
+{{- end -}}
 {{- end -}}
 
 {{/* A volume name for a peer Secret: DNS label, stable, <= 63 chars. */}}

@@ -48,8 +48,8 @@ done
 echo "== rendered objects"
 # Properties the issue asks for, checked on the rendered default.
 chk() { if grep -qE -- "$2" "$tmp/$1.yaml"; then ok "$1: $3"; else bad "$1: $3" "no match for: $2"; fi; }
-chk default 'terminationGracePeriodSeconds: 12$' "grace = drainPeriod 2s + 10"
-chk full 'terminationGracePeriodSeconds: 13$' "grace = ceil(2500ms) + 10"
+chk default 'terminationGracePeriodSeconds: 15$' "grace = gshut wait 3s + drainPeriod 2s + 10"
+chk full 'terminationGracePeriodSeconds: 16$' "grace = gshut wait 3s + ceil(2500ms) + 10"
 chk default 'hostNetwork: true' "hostNetwork"
 chk default 'dnsPolicy: ClusterFirstWithHostNet' "dnsPolicy"
 chk default 'priorityClassName: system-node-critical' "priorityClassName"
