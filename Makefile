@@ -24,7 +24,7 @@ build:
 test: unit chart e2e
 
 ## chart: helm lint, golden renders and schema rejections.
-chart: helm
+chart: helm build
 	PATH=$(BIN):$$PATH bash charts/vipcast/tests/run.sh
 
 ## unit: unit and integration tests (netlink tests need root and say so).

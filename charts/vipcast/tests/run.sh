@@ -63,6 +63,27 @@ if grep -qi 's3cret\|password:' "$tmp/full.yaml"; then bad "full: no password in
 chk full 'kind: ServiceMonitor' "ServiceMonitor when enabled"
 if grep -q 'kind: ServiceMonitor' "$tmp/default.yaml"; then bad "default: no ServiceMonitor"; else ok "default: no ServiceMonitor"; fi
 
+echo "== the rendered config.yaml is accepted by vipcast validate"
+# Outside a pod the mounted files (CA, token, MD5 keys) do not exist; any
+# other problem means the chart renders something vipcast would refuse.
+VIPCAST=${VIPCAST:-$root/bin/vipcast}
+if [ ! -x "$VIPCAST" ]; then
+  bad "vipcast validate" "$VIPCAST missing; run make build"
+else
+  for r in default full; do
+    sed -n '/^kind: ConfigMap/,/^---/p' "$tmp/$r.yaml" | sed -n '/^  config.yaml: |/,/^[^ ]/{/^    /s/^    //p}' > "$tmp/$r-config.yaml"
+    out=$(env -i VIPCAST_NODE_NAME=cp-1 "$VIPCAST" validate -c "$tmp/$r-config.yaml" 2>&1 || true)
+    other=$(grep '^  - ' <<<"$out" | grep -v 'cannot be read\|is not usable' || true)
+    if [ ! -s "$tmp/$r-config.yaml" ]; then
+      bad "$r: config.yaml extracted from the ConfigMap"
+    elif [ -n "$other" ]; then
+      bad "$r: vipcast validate accepts the rendered config" "$other"
+    else
+      ok "$r: vipcast validate accepts the rendered config (mounted files aside)"
+    fi
+  done
+fi
+
 echo "== bad values must be rejected, naming the key"
 for f in "$here"/bad/*.yaml; do
   name="bad/$(basename "$f")"
