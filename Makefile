@@ -4,6 +4,7 @@ SHELL      := /bin/bash
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO         ?= go
 STATICCHECK_VERSION := v0.8.2
+PROMTOOL_VERSION    := v0.316.0
 BIN        := $(CURDIR)/bin
 LDFLAGS    := -s -w -X main.version=$(VERSION)
 FUZZTIME   ?= 15s
@@ -13,7 +14,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build test unit chart helm e2e lint fuzz demo bench deps tools generate clean
+.PHONY: all build test unit chart helm promtool e2e lint fuzz demo bench deps tools generate clean
 
 all: build
 
@@ -28,7 +29,7 @@ chart: helm build
 	PATH=$(BIN):$$PATH bash charts/vipcast/tests/run.sh
 
 ## unit: unit and integration tests (netlink tests need root and say so).
-unit:
+unit: promtool
 	$(GO) test -race -count=1 ./...
 
 ## e2e: the network lab with FRR, BIRD, etcd and real kube-apiservers.
@@ -70,6 +71,9 @@ deps:
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+promtool:
+	@test -x $(BIN)/promtool || GOBIN=$(BIN) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
 
 helm:
 	@test -x $(BIN)/helm || GOBIN=$(BIN) $(GO) install helm.sh/helm/v3/cmd/helm@v3.22.0
