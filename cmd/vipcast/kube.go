@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/speaker"
 	"github.com/vipcast/vipcast/speaker/kube"
@@ -21,8 +19,8 @@ import (
 type kubeAPI struct {
 	node   string
 	log    *slog.Logger
-	client kubernetes.Interface // nil: no API
-	events *kube.Events         // nil: events off or no API
+	client kube.API     // nil: no API
+	events *kube.Events // nil: events off or no API
 }
 
 // newKubeAPI builds the client (no request is made) and, if enabled, the

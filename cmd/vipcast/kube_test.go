@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -10,9 +11,25 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/vipcast/vipcast/speaker/kube"
 )
+
+// nodesAPI is a kube.API that knows some Nodes and refuses Events.
+type nodesAPI map[string]*corev1.Node
+
+func (a nodesAPI) GetNode(_ context.Context, name string) (*corev1.Node, error) {
+	if n, ok := a[name]; ok {
+		return n.DeepCopy(), nil
+	}
+	return nil, fmt.Errorf("%w: %q", kube.ErrNodeNotFound, name)
+}
+
+func (nodesAPI) CreateEvent(context.Context, *eventsv1.Event) error {
+	return fmt.Errorf("not implemented")
+}
 
 func TestNodeConfigFromEnv(t *testing.T) {
 	cfg, err := parseConfig(strings.NewReader(goodYAML), []string{"VIPCAST_NODE_NAME=cp-2", "VIPCAST_KUBERNETES_EVENTS=false"}, nil)
@@ -46,7 +63,7 @@ func TestNodeInfo(t *testing.T) {
 	if ni := k.nodeInfo(context.Background()); ni.LabelsKnown || ni.Labels != nil {
 		t.Errorf("no API: %+v", ni)
 	}
-	k.client = fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cp1", Labels: map[string]string{"rack": "r1"}}})
+	k.client = nodesAPI{"cp1": {ObjectMeta: metav1.ObjectMeta{Name: "cp1", Labels: map[string]string{"rack": "r1"}}}}
 	ni := k.nodeInfo(context.Background())
 	if !ni.LabelsKnown || ni.Labels["rack"] != "r1" {
 		t.Errorf("labels: %+v", ni)

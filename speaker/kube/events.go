@@ -13,10 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/speaker"
@@ -46,7 +44,7 @@ const (
 // the API is unreachable or refuses, the event is dropped and counted and
 // the outage is logged once. Routing never depends on it.
 type Events struct {
-	client   kubernetes.Interface
+	client   API
 	node     string
 	instance string
 	log      *slog.Logger
@@ -83,7 +81,7 @@ type item struct {
 var _ speaker.Observer = (*Events)(nil)
 
 // NewEvents starts the writer; Close stops it.
-func NewEvents(client kubernetes.Interface, nodeName string, log *slog.Logger) *Events {
+func NewEvents(client API, nodeName string, log *slog.Logger) *Events {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -158,9 +156,24 @@ func (e *Events) Close(ctx context.Context) {
 
 func (e *Events) run() {
 	defer close(e.done)
+	defer func() {
+		// Stopping: what is left in the queue is dropped, and counted.
+		for {
+			select {
+			case <-e.q:
+				e.dropped.Add(1)
+			default:
+				return
+			}
+		}
+	}()
 	for {
 		select {
 		case it := <-e.q:
+			if e.ctx.Err() != nil {
+				e.dropped.Add(1)
+				continue
+			}
 			e.write(it)
 		case <-e.closing:
 			for {
@@ -187,20 +200,20 @@ func (e *Events) write(it item) {
 		switch {
 		case err == nil:
 			e.uid, e.uidDone = n.UID, true
-		case apierrors.IsNotFound(err):
+		case errors.Is(err, ErrNodeNotFound):
 			e.uidDone = true // no Node object: the Event names it anyway
 		}
 	}
 	ev := e.event(it)
 	ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
 	defer cancel()
-	_, err := e.client.EventsV1().Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+	err := e.client.CreateEvent(ctx, ev)
 	if err != nil {
 		n := e.dropped.Add(1)
 		if !e.down {
 			e.down = true
 			what := "API unreachable"
-			var se apierrors.APIStatus
+			var se *StatusError
 			if errors.As(err, &se) {
 				what = "API refused the event"
 			}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,10 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/vipcast/vipcast/speaker"
 )
@@ -50,17 +49,71 @@ func (l *syncLog) String() string {
 	return l.buf.String()
 }
 
-func listEvents(t *testing.T, cs *fake.Clientset) []eventsv1.Event {
-	t.Helper()
-	l, err := cs.EventsV1().Events(EventsNamespace).List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
+// fakeAPI is an in-memory API: it serves its nodes and records the events
+// created. onCreate, if set, runs first and may block or fail the create
+// (a nil error stores the event).
+type fakeAPI struct {
+	mu       sync.Mutex
+	nodes    map[string]*corev1.Node
+	gets     int
+	events   []eventsv1.Event
+	onCreate func(ctx context.Context, ev *eventsv1.Event) error
+}
+
+var _ API = (*fakeAPI)(nil)
+
+func newFake(nodes ...*corev1.Node) *fakeAPI {
+	f := &fakeAPI{nodes: map[string]*corev1.Node{}}
+	for _, n := range nodes {
+		f.nodes[n.Name] = n
 	}
-	return l.Items
+	return f
+}
+
+func (f *fakeAPI) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets++
+	n, ok := f.nodes[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %w", ErrNodeNotFound, &StatusError{Request: "GET /api/v1/nodes/" + name, Code: 404, Reason: metav1.StatusReasonNotFound})
+	}
+	return n.DeepCopy(), nil
+}
+
+func (f *fakeAPI) CreateEvent(ctx context.Context, ev *eventsv1.Event) error {
+	f.mu.Lock()
+	hook := f.onCreate
+	f.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx, ev); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events = append(f.events, *ev.DeepCopy())
+	return nil
+}
+
+func (f *fakeAPI) setOnCreate(h func(context.Context, *eventsv1.Event) error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onCreate = h
+}
+
+func listEvents(t *testing.T, f *fakeAPI) []eventsv1.Event {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.events)
 }
 
 func TestEventsFields(t *testing.T) {
-	cs := fake.NewClientset(node("cp1", nil))
+	cs := newFake(node("cp1", nil))
 	e := NewEvents(cs, "cp1", nil)
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	trs := []speaker.Transition{
@@ -134,11 +187,11 @@ func TestClassify(t *testing.T) {
 // A stuck API must never hold up the loop: OnTransition returns at once,
 // and what does not fit in the queue is dropped and counted.
 func TestEventsQueueFullNeverBlocks(t *testing.T) {
-	cs := fake.NewClientset(node("cp1", nil))
+	cs := newFake(node("cp1", nil))
 	release := make(chan struct{})
-	cs.PrependReactor("create", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
+	cs.setOnCreate(func(context.Context, *eventsv1.Event) error {
 		<-release
-		return true, nil, errors.New("too late")
+		return errors.New("too late")
 	})
 	var logs syncLog
 	e := NewEvents(cs, "cp1", slog.New(slog.NewTextHandler(&logs, nil)))
@@ -174,16 +227,16 @@ func TestEventsQueueFullNeverBlocks(t *testing.T) {
 // API errors only drop events; the outage is logged once and the recovery
 // once; the loop sees nothing.
 func TestEventsAPIUnreachable(t *testing.T) {
-	cs := fake.NewClientset(node("cp1", nil))
+	cs := newFake(node("cp1", nil))
 	var mu sync.Mutex
 	failing := true
-	cs.PrependReactor("create", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
+	cs.setOnCreate(func(context.Context, *eventsv1.Event) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if failing {
-			return true, nil, errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
+			return errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
 		}
-		return false, nil, nil
+		return nil
 	})
 	var logs syncLog
 	e := NewEvents(cs, "cp1", slog.New(slog.NewTextHandler(&logs, nil)))
@@ -210,38 +263,110 @@ func TestEventsAPIUnreachable(t *testing.T) {
 	}
 }
 
-// Close gives up on a hung API when its context ends.
+// Close gives up on a hung API when its context ends, whether or not the
+// request in flight honours its context; when it does, the writer stops and
+// the rest of the queue is dropped and counted.
 func TestEventsCloseBounded(t *testing.T) {
-	cs := fake.NewClientset()
-	cs.PrependReactor("create", "events", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		time.Sleep(time.Hour)
-		return true, nil, nil
+	for _, honour := range []bool{false, true} {
+		t.Run(fmt.Sprintf("honours-ctx=%v", honour), func(t *testing.T) {
+			cs := newFake()
+			release := make(chan struct{})
+			t.Cleanup(func() { close(release) })
+			started := make(chan struct{}, 1)
+			cs.setOnCreate(func(ctx context.Context, _ *eventsv1.Event) error {
+				select {
+				case started <- struct{}{}:
+				default:
+				}
+				if honour {
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				<-release // a hung API that ignores the context
+				return nil
+			})
+			e := NewEvents(cs, "cp1", nil)
+			e.timeout = time.Hour
+			e.OnTransition(speaker.Transition{}, decisions())
+			e.OnTransition(speaker.Transition{}, decisions())
+			<-started
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			done := make(chan struct{})
+			start := time.Now()
+			go func() { e.Close(ctx); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(3 * time.Second):
+				t.Fatal("Close did not return after its context ended")
+			}
+			if d := time.Since(start); d < 90*time.Millisecond {
+				t.Errorf("Close returned after %v, before its context ended", d)
+			}
+			if honour {
+				waitFor(t, func() bool {
+					select {
+					case <-e.done:
+						return true
+					default:
+						return false
+					}
+				})
+				if e.Dropped() != 2 || e.Sent() != 0 {
+					t.Errorf("dropped %d sent %d, want 2 and 0", e.Dropped(), e.Sent())
+				}
+			}
+		})
+	}
+}
+
+// An API that answers with an error status refuses the event: logged once
+// as such, with the status and the API's message.
+func TestEventsAPIRefused(t *testing.T) {
+	cs := newFake(node("cp1", nil))
+	cs.setOnCreate(func(context.Context, *eventsv1.Event) error {
+		return &StatusError{Request: "POST /apis/events.k8s.io/v1/namespaces/default/events", Code: 403, Reason: metav1.StatusReasonForbidden, Message: "events.events.k8s.io is forbidden"}
 	})
+	var logs syncLog
+	e := NewEvents(cs, "cp1", slog.New(slog.NewTextHandler(&logs, nil)))
+	for range 3 {
+		e.OnTransition(speaker.Transition{}, decisions())
+	}
+	waitFor(t, func() bool { return e.Dropped() == 3 })
+	e.Close(context.Background())
+	out := logs.String()
+	if c := strings.Count(out, "kubernetes events disabled: API refused the event: POST /apis/events.k8s.io/v1/namespaces/default/events: HTTP 403 Forbidden: events.events.k8s.io is forbidden"); c != 1 {
+		t.Errorf("refusal logged %d times, want once:\n%s", c, out)
+	}
+}
+
+// The Node's UID is looked up once; a missing Node leaves it empty and is
+// not asked for again.
+func TestEventsNodeMissing(t *testing.T) {
+	cs := newFake()
 	e := NewEvents(cs, "cp1", nil)
-	e.timeout = time.Hour
+	e.OnTransition(speaker.Transition{Announce: true}, decisions())
 	e.OnTransition(speaker.Transition{}, decisions())
-	e.OnTransition(speaker.Transition{}, decisions())
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { e.Close(ctx); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		// The fake ignores contexts; the worker stays in the reactor, but
-		// Close must still have returned.
-		t.Fatal("Close did not return after its context ended")
+	e.Close(context.Background())
+	evs := listEvents(t, cs)
+	if len(evs) != 2 || evs[0].Regarding.Name != "cp1" || evs[0].Regarding.UID != "" {
+		t.Fatalf("events %+v, want two about cp1 without a UID", evs)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.gets != 1 {
+		t.Errorf("node looked up %d times, want once", cs.gets)
 	}
 }
 
 func TestNodeLabels(t *testing.T) {
-	cs := fake.NewClientset(node("cp1", map[string]string{"topology.kubernetes.io/zone": "a"}))
+	cs := newFake(node("cp1", map[string]string{"topology.kubernetes.io/zone": "a"}))
 	got, err := NodeLabels(context.Background(), cs, "cp1")
 	if err != nil || got["topology.kubernetes.io/zone"] != "a" {
 		t.Fatalf("labels %v, err %v", got, err)
 	}
-	if got, err := NodeLabels(context.Background(), cs, "nope"); err == nil {
-		t.Errorf("missing node: labels %v, no error", got)
+	if got, err := NodeLabels(context.Background(), cs, "nope"); !errors.Is(err, ErrNodeNotFound) {
+		t.Errorf("missing node: labels %v, err %v, want ErrNodeNotFound", got, err)
 	}
 	if _, err := NodeLabels(context.Background(), nil, "cp1"); !errors.Is(err, ErrNoAPI) {
 		t.Errorf("nil client: %v, want ErrNoAPI", err)
