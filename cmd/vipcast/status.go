@@ -213,7 +213,7 @@ func printStatus(w io.Writer, st *apiv1.GetStatusResponse, now time.Time) {
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tASN\tSTATE\tSINCE\tUPTIME\tSENT\tLAST ERROR")
+	fmt.Fprintln(tw, "PEER\tASN\tSTATE\tSINCE\tUPTIME\tSENT\tBFD\tLAST ERROR")
 	for _, p := range st.GetPeers() {
 		up := "-"
 		if p.GetUptime() != nil {
@@ -224,7 +224,7 @@ func printStatus(w io.Writer, st *apiv1.GetStatusResponse, now time.Time) {
 			lastErr = "-"
 		}
 		state := strings.ToLower(strings.TrimPrefix(p.GetState().String(), "SESSION_STATE_"))
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", p.GetAddress(), p.GetAsn(), state, ago(now, p.GetSince(), p.GetSince() != nil), up, p.GetPrefixesSent(), lastErr)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", p.GetAddress(), p.GetAsn(), state, ago(now, p.GetSince(), p.GetSince() != nil), up, p.GetPrefixesSent(), bfdCell(p.GetBfd()), lastErr)
 	}
 	tw.Flush()
 
@@ -235,6 +235,20 @@ func printStatus(w io.Writer, st *apiv1.GetStatusResponse, now time.Time) {
 			printTransition(w, t)
 		}
 	}
+}
+
+// bfdCell is a peer's BFD session in one table cell: "up 100ms/300ms" is
+// the state, the negotiated transmit interval and the detection time; "-"
+// when BFD is off.
+func bfdCell(b *apiv1.BFDStatus) string {
+	if b == nil {
+		return "-"
+	}
+	state := b.GetState()
+	if state == "" {
+		state = "unknown"
+	}
+	return fmt.Sprintf("%s %s/%s", state, b.GetTxInterval().AsDuration(), b.GetDetectTime().AsDuration())
 }
 
 func printTransition(w io.Writer, t *apiv1.Transition) {

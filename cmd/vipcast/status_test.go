@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 	"github.com/vipcast/vipcast/speaker/apiserver/apitest"
 )
@@ -34,10 +38,42 @@ func TestCLIOverSocket(t *testing.T) {
 		}
 	}
 
+	if !strings.Contains(out, "BFD") || !regexp.MustCompile(`192\.0\.2\.1 .* - +-\n`).MatchString(out) {
+		t.Errorf("status table lacks the BFD column, or shows BFD for a peer without it:\n%s", out)
+	}
+
+	// A peer with BFD: the table shows state, transmit interval and detection
+	// time; json has the field.
+	env.Router.SetPeers(
+		peers.PeerStatus{
+			Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished,
+			Since: time.Now().Add(-time.Minute), PrefixesSent: 1,
+			BFD: &peers.BFDStatus{State: "Up", RemoteState: "Up", TxInterval: 100 * time.Millisecond, DetectTime: 300 * time.Millisecond, RxPackets: 9},
+		},
+		peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, State: peers.StateActive},
+	)
+	apitest.Eventually(t, "BFD in the status", func() bool {
+		_, out, _ := run("status", "--socket", sock)
+		return strings.Contains(out, "192.0.2.2")
+	})
+	_, out, _ = run("status", "--socket", sock)
+	if !regexp.MustCompile(`192\.0\.2\.1 .* up 100ms/300ms +-\n`).MatchString(out) || !regexp.MustCompile(`192\.0\.2\.2 .* - +-\n`).MatchString(out) {
+		t.Errorf("status table's BFD column:\n%s", out)
+	}
+
 	code, out, _ = run("status", "--socket", sock, "-o", "json")
-	var js map[string]any
-	if err := json.Unmarshal([]byte(out), &js); code != 0 || err != nil || js["version"] != version {
+	var js struct {
+		Version string
+		Peers   []struct {
+			Address string
+			BFD     map[string]any `json:"bfd"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &js); code != 0 || err != nil || js.Version != version {
 		t.Fatalf("status -o json: exit %d, %v\n%s", code, err, out)
+	}
+	if len(js.Peers) != 2 || js.Peers[0].BFD["state"] != "up" || js.Peers[0].BFD["txInterval"] != "0.100s" || js.Peers[0].BFD["rxPackets"] != "9" || js.Peers[1].BFD != nil {
+		t.Errorf("status -o json peers: %+v\n%s", js.Peers, out)
 	}
 	code, out, _ = run("status", "--socket", sock, "-o", "yaml")
 	var ys map[string]any

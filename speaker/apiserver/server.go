@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -393,6 +394,7 @@ func (s *Server) snapshot(now time.Time) *apiv1.GetStatusResponse {
 		if p.State == peers.StateEstablished && !p.Since.IsZero() {
 			ps.Uptime = durationpb.New(now.Sub(p.Since).Truncate(time.Second))
 		}
+		ps.Bfd = bfdPB(p.BFD)
 		out.Peers = append(out.Peers, ps)
 	}
 	for _, t := range st.Transitions {
@@ -406,6 +408,19 @@ func ts(t time.Time) *timestamppb.Timestamp {
 		return nil
 	}
 	return timestamppb.New(t)
+}
+
+// bfdPB converts a peer's BFD session; nil (BFD off) stays unset. States
+// are lower case (admindown, down, init, up), as the API documents.
+func bfdPB(b *peers.BFDStatus) *apiv1.BFDStatus {
+	if b == nil {
+		return nil
+	}
+	return &apiv1.BFDStatus{
+		State: strings.ToLower(b.State), RemoteState: strings.ToLower(b.RemoteState), Diag: b.Diag, Since: ts(b.Since),
+		TxInterval: durationpb.New(b.TxInterval), DetectTime: durationpb.New(b.DetectTime),
+		RxPackets: b.RxPackets, TxPackets: b.TxPackets, Flaps: b.Flaps,
+	}
 }
 
 func transitionPB(t speaker.Transition) *apiv1.Transition {

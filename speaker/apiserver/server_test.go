@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/speaker"
 	apiv1 "github.com/vipcast/vipcast/speaker/api/v1"
 	"github.com/vipcast/vipcast/speaker/apiserver"
@@ -81,6 +86,40 @@ func TestUnixSocketStatusDrainWatch(t *testing.T) {
 	}
 	if n := len(st.Transitions); n == 0 || st.Transitions[n-1].ToReason != "healthy" {
 		t.Errorf("transitions: %v", st.Transitions)
+	}
+	if p.Bfd != nil {
+		t.Errorf("peer without BFD has bfd %v, want it unset", p.Bfd)
+	}
+
+	// A peer with BFD round-trips; one without has the field unset.
+	bfdSince := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	e.Router.SetPeers(
+		peers.PeerStatus{
+			Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished,
+			Since: time.Now().Add(-time.Minute), PrefixesSent: 1,
+			BFD: &peers.BFDStatus{
+				State: "Up", RemoteState: "Init", Diag: "control detection time expired", Since: bfdSince,
+				TxInterval: 100 * time.Millisecond, DetectTime: 300 * time.Millisecond,
+				RxPackets: 1 << 40, TxPackets: 7, Flaps: 3,
+			},
+		},
+		peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, State: peers.StateActive},
+	)
+	apitest.Eventually(t, "BFD in the status", func() bool {
+		ps := getStatus(t, c).Peers
+		return len(ps) == 2 && ps[0].Bfd != nil
+	})
+	ps := getStatus(t, c).Peers
+	want := &apiv1.BFDStatus{
+		State: "up", RemoteState: "init", Diag: "control detection time expired", Since: timestamppb.New(bfdSince),
+		TxInterval: durationpb.New(100 * time.Millisecond), DetectTime: durationpb.New(300 * time.Millisecond),
+		RxPackets: 1 << 40, TxPackets: 7, Flaps: 3,
+	}
+	if !proto.Equal(ps[0].Bfd, want) {
+		t.Errorf("bfd = %v, want %v", ps[0].Bfd, want)
+	}
+	if ps[1].Address != "192.0.2.2" || ps[1].Bfd != nil {
+		t.Errorf("peer without BFD: %v", ps[1])
 	}
 
 	watchCtx, stopWatch := context.WithCancel(ctx(t))

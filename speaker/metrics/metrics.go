@@ -60,6 +60,7 @@ type Metrics struct {
 	transitions    *prometheus.CounterVec
 	lastTransition prometheus.Gauge
 	drained        prometheus.Gauge
+	bfd            *bfdCollector // BFD sessions from the latest OnPeers
 
 	mu        sync.Mutex
 	seenPeers map[string]bool
@@ -104,6 +105,7 @@ func New(version string, vips []netip.Prefix) *Metrics {
 			Name: "vipcast_drained",
 			Help: "1 while an operator has drained the node.",
 		}),
+		bfd:       newBFDCollector(),
 		seenPeers: map[string]bool{},
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -113,7 +115,7 @@ func New(version string, vips []netip.Prefix) *Metrics {
 	})
 	build.Set(1)
 	m.reg.MustRegister(m.vipAdvertised, m.vipAnnounced, m.checks, m.checkDuration, m.peerState,
-		m.transitions, m.lastTransition, m.drained, build,
+		m.transitions, m.lastTransition, m.drained, m.bfd, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, v := range vips {
 		m.vipAdvertised.WithLabelValues(v.String()).Set(0)
@@ -178,6 +180,7 @@ func (m *Metrics) OnPeers(ps []peers.PeerStatus) {
 		}
 	}
 	m.seenPeers = now
+	m.bfd.set(ps)
 }
 
 // ReasonClass buckets a probe's reason into a few stable label values:

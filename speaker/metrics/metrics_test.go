@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/speaker"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 	"github.com/vipcast/vipcast/speaker/apiserver/apitest"
@@ -103,6 +104,22 @@ func TestMetricsScrape(t *testing.T) {
 		v, _ := value(fams, "vipcast_vip_advertised", vip)
 		return v == 0
 	})
+	// BFD on the first peer, off on a second one.
+	e.Router.SetPeers(
+		peers.PeerStatus{
+			Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished,
+			Since: time.Now().Add(-time.Minute), PrefixesSent: 1,
+			BFD: &peers.BFDStatus{State: "Up", RemoteState: "Up", TxInterval: 100 * time.Millisecond, DetectTime: 300 * time.Millisecond,
+				RxPackets: 40, TxPackets: 41, Flaps: 2},
+		},
+		peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, State: peers.StateActive},
+	)
+	bfdPeer := map[string]string{"peer": "192.0.2.1"}
+	apitest.Eventually(t, "BFD in the metrics", func() bool {
+		_, fams := scrape(t, url)
+		_, ok := value(fams, "vipcast_bfd_flaps_total", bfdPeer)
+		return ok
+	})
 	body, fams := scrape(t, url)
 	checks := []struct {
 		name   string
@@ -126,6 +143,46 @@ func TestMetricsScrape(t *testing.T) {
 	if v, _ := value(fams, "vipcast_bgp_peer_state", map[string]string{"peer": "192.0.2.1", "state": "idle"}); v != 0 {
 		t.Errorf("idle state gauge = %v, want 0", v)
 	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"vipcast_bfd_session_state", map[string]string{"peer": "192.0.2.1", "state": "up"}, 1},
+		{"vipcast_bfd_session_state", map[string]string{"peer": "192.0.2.1", "state": "down"}, 0},
+		{"vipcast_bfd_session_state", map[string]string{"peer": "192.0.2.1", "state": "admindown"}, 0},
+		{"vipcast_bfd_session_state", map[string]string{"peer": "192.0.2.1", "state": "init"}, 0},
+		{"vipcast_bfd_session_state", map[string]string{"peer": "192.0.2.1", "state": "unknown"}, 0},
+		{"vipcast_bfd_packets_total", map[string]string{"peer": "192.0.2.1", "direction": "rx"}, 40},
+		{"vipcast_bfd_packets_total", map[string]string{"peer": "192.0.2.1", "direction": "tx"}, 41},
+		{"vipcast_bfd_flaps_total", bfdPeer, 2},
+	} {
+		if v, ok := value(fams, c.name, c.labels); !ok || v != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	for name, typ := range map[string]dto.MetricType{
+		"vipcast_bfd_session_state": dto.MetricType_GAUGE,
+		"vipcast_bfd_packets_total": dto.MetricType_COUNTER,
+		"vipcast_bfd_flaps_total":   dto.MetricType_COUNTER,
+	} {
+		if f := fams[name]; f == nil || f.GetType() != typ {
+			t.Errorf("%s: family %v, want type %v", name, f, typ)
+		}
+	}
+	for _, name := range []string{"vipcast_bfd_session_state", "vipcast_bfd_packets_total", "vipcast_bfd_flaps_total"} {
+		if _, ok := value(fams, name, map[string]string{"peer": "192.0.2.2"}); ok {
+			t.Errorf("%s has a series for 192.0.2.2, which has no BFD", name)
+		}
+	}
+
+	// BFD turned off: its series go away.
+	e.Router.SetPeers(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
+	apitest.Eventually(t, "BFD gone from the metrics", func() bool {
+		_, fams := scrape(t, url)
+		_, ok := fams["vipcast_bfd_session_state"]
+		return !ok
+	})
 
 	// promtool's linter, if make generate installed it.
 	promtool, _ := filepath.Abs("../../bin/promtool")

@@ -492,7 +492,9 @@ type PeerStatus struct {
 	Uptime       *durationpb.Duration `protobuf:"bytes,5,opt,name=uptime,proto3" json:"uptime,omitempty"`
 	PrefixesSent uint32               `protobuf:"varint,6,opt,name=prefixes_sent,json=prefixesSent,proto3" json:"prefixes_sent,omitempty"`
 	// last_error is the last reason the session went down, if any.
-	LastError     string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastError string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// bfd is the peer's BFD session; unset when BFD is off.
+	Bfd           *BFDStatus `protobuf:"bytes,8,opt,name=bfd,proto3" json:"bfd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -576,6 +578,129 @@ func (x *PeerStatus) GetLastError() string {
 	return ""
 }
 
+func (x *PeerStatus) GetBfd() *BFDStatus {
+	if x != nil {
+		return x.Bfd
+	}
+	return nil
+}
+
+// BFDStatus is one BFD session (RFC 5880).
+type BFDStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state and remote_state are the local and the remote session state:
+	// admindown, down, init or up.
+	State       string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	RemoteState string `protobuf:"bytes,2,opt,name=remote_state,json=remoteState,proto3" json:"remote_state,omitempty"`
+	// diag is the local diagnostic of the last change, e.g. "control
+	// detection time expired".
+	Diag string `protobuf:"bytes,3,opt,name=diag,proto3" json:"diag,omitempty"`
+	// since is when state last changed; unset if unknown.
+	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	// tx_interval and detect_time are the negotiated values.
+	TxInterval *durationpb.Duration `protobuf:"bytes,5,opt,name=tx_interval,json=txInterval,proto3" json:"tx_interval,omitempty"`
+	DetectTime *durationpb.Duration `protobuf:"bytes,6,opt,name=detect_time,json=detectTime,proto3" json:"detect_time,omitempty"`
+	RxPackets  uint64               `protobuf:"varint,7,opt,name=rx_packets,json=rxPackets,proto3" json:"rx_packets,omitempty"`
+	TxPackets  uint64               `protobuf:"varint,8,opt,name=tx_packets,json=txPackets,proto3" json:"tx_packets,omitempty"`
+	// flaps counts the session's transitions out of up.
+	Flaps         uint64 `protobuf:"varint,9,opt,name=flaps,proto3" json:"flaps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BFDStatus) Reset() {
+	*x = BFDStatus{}
+	mi := &file_v1_vipcast_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BFDStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BFDStatus) ProtoMessage() {}
+
+func (x *BFDStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_v1_vipcast_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BFDStatus.ProtoReflect.Descriptor instead.
+func (*BFDStatus) Descriptor() ([]byte, []int) {
+	return file_v1_vipcast_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BFDStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *BFDStatus) GetRemoteState() string {
+	if x != nil {
+		return x.RemoteState
+	}
+	return ""
+}
+
+func (x *BFDStatus) GetDiag() string {
+	if x != nil {
+		return x.Diag
+	}
+	return ""
+}
+
+func (x *BFDStatus) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *BFDStatus) GetTxInterval() *durationpb.Duration {
+	if x != nil {
+		return x.TxInterval
+	}
+	return nil
+}
+
+func (x *BFDStatus) GetDetectTime() *durationpb.Duration {
+	if x != nil {
+		return x.DetectTime
+	}
+	return nil
+}
+
+func (x *BFDStatus) GetRxPackets() uint64 {
+	if x != nil {
+		return x.RxPackets
+	}
+	return 0
+}
+
+func (x *BFDStatus) GetTxPackets() uint64 {
+	if x != nil {
+		return x.TxPackets
+	}
+	return 0
+}
+
+func (x *BFDStatus) GetFlaps() uint64 {
+	if x != nil {
+		return x.Flaps
+	}
+	return 0
+}
+
 // Transition is a change of decision.
 type Transition struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -593,7 +718,7 @@ type Transition struct {
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_v1_vipcast_proto_msgTypes[6]
+	mi := &file_v1_vipcast_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +730,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_vipcast_proto_msgTypes[6]
+	mi := &file_v1_vipcast_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +743,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_v1_vipcast_proto_rawDescGZIP(), []int{6}
+	return file_v1_vipcast_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Transition) GetAt() *timestamppb.Timestamp {
@@ -664,7 +789,7 @@ type WatchStatusRequest struct {
 
 func (x *WatchStatusRequest) Reset() {
 	*x = WatchStatusRequest{}
-	mi := &file_v1_vipcast_proto_msgTypes[7]
+	mi := &file_v1_vipcast_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +801,7 @@ func (x *WatchStatusRequest) String() string {
 func (*WatchStatusRequest) ProtoMessage() {}
 
 func (x *WatchStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_vipcast_proto_msgTypes[7]
+	mi := &file_v1_vipcast_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +814,7 @@ func (x *WatchStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStatusRequest.ProtoReflect.Descriptor instead.
 func (*WatchStatusRequest) Descriptor() ([]byte, []int) {
-	return file_v1_vipcast_proto_rawDescGZIP(), []int{7}
+	return file_v1_vipcast_proto_rawDescGZIP(), []int{8}
 }
 
 type WatchStatusResponse struct {
@@ -704,7 +829,7 @@ type WatchStatusResponse struct {
 
 func (x *WatchStatusResponse) Reset() {
 	*x = WatchStatusResponse{}
-	mi := &file_v1_vipcast_proto_msgTypes[8]
+	mi := &file_v1_vipcast_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +841,7 @@ func (x *WatchStatusResponse) String() string {
 func (*WatchStatusResponse) ProtoMessage() {}
 
 func (x *WatchStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_vipcast_proto_msgTypes[8]
+	mi := &file_v1_vipcast_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +854,7 @@ func (x *WatchStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStatusResponse.ProtoReflect.Descriptor instead.
 func (*WatchStatusResponse) Descriptor() ([]byte, []int) {
-	return file_v1_vipcast_proto_rawDescGZIP(), []int{8}
+	return file_v1_vipcast_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchStatusResponse) GetTransition() *Transition {
@@ -756,7 +881,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_v1_vipcast_proto_msgTypes[9]
+	mi := &file_v1_vipcast_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +893,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_vipcast_proto_msgTypes[9]
+	mi := &file_v1_vipcast_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +906,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_v1_vipcast_proto_rawDescGZIP(), []int{9}
+	return file_v1_vipcast_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DrainRequest) GetReason() string {
@@ -803,7 +928,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_v1_vipcast_proto_msgTypes[10]
+	mi := &file_v1_vipcast_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +940,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_vipcast_proto_msgTypes[10]
+	mi := &file_v1_vipcast_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +953,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_v1_vipcast_proto_rawDescGZIP(), []int{10}
+	return file_v1_vipcast_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DrainResponse) GetPersisted() bool {
@@ -854,7 +979,7 @@ type UndrainRequest struct {
 
 func (x *UndrainRequest) Reset() {
 	*x = UndrainRequest{}
-	mi := &file_v1_vipcast_proto_msgTypes[11]
+	mi := &file_v1_vipcast_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +991,7 @@ func (x *UndrainRequest) String() string {
 func (*UndrainRequest) ProtoMessage() {}
 
 func (x *UndrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_vipcast_proto_msgTypes[11]
+	mi := &file_v1_vipcast_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1004,7 @@ func (x *UndrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainRequest.ProtoReflect.Descriptor instead.
 func (*UndrainRequest) Descriptor() ([]byte, []int) {
-	return file_v1_vipcast_proto_rawDescGZIP(), []int{11}
+	return file_v1_vipcast_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UndrainRequest) GetReason() string {
@@ -899,7 +1024,7 @@ type UndrainResponse struct {
 
 func (x *UndrainResponse) Reset() {
 	*x = UndrainResponse{}
-	mi := &file_v1_vipcast_proto_msgTypes[12]
+	mi := &file_v1_vipcast_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1036,7 @@ func (x *UndrainResponse) String() string {
 func (*UndrainResponse) ProtoMessage() {}
 
 func (x *UndrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1_vipcast_proto_msgTypes[12]
+	mi := &file_v1_vipcast_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1049,7 @@ func (x *UndrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainResponse.ProtoReflect.Descriptor instead.
 func (*UndrainResponse) Descriptor() ([]byte, []int) {
-	return file_v1_vipcast_proto_rawDescGZIP(), []int{12}
+	return file_v1_vipcast_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UndrainResponse) GetPersisted() bool {
@@ -977,7 +1102,7 @@ const file_v1_vipcast_proto_rawDesc = "" +
 	"\alatency\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x0e\n" +
 	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x1b\n" +
 	"\thttp_code\x18\x04 \x01(\x05R\bhttpCode\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x91\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xba\x02\n" +
 	"\n" +
 	"PeerStatus\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x10\n" +
@@ -987,7 +1112,22 @@ const file_v1_vipcast_proto_rawDesc = "" +
 	"\x06uptime\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12#\n" +
 	"\rprefixes_sent\x18\x06 \x01(\rR\fprefixesSent\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\a \x01(\tR\tlastError\"\xaa\x01\n" +
+	"last_error\x18\a \x01(\tR\tlastError\x12'\n" +
+	"\x03bfd\x18\b \x01(\v2\x15.vipcast.v1.BFDStatusR\x03bfd\"\xd6\x02\n" +
+	"\tBFDStatus\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12!\n" +
+	"\fremote_state\x18\x02 \x01(\tR\vremoteState\x12\x12\n" +
+	"\x04diag\x18\x03 \x01(\tR\x04diag\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12:\n" +
+	"\vtx_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"txInterval\x12:\n" +
+	"\vdetect_time\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"detectTime\x12\x1d\n" +
+	"\n" +
+	"rx_packets\x18\a \x01(\x04R\trxPackets\x12\x1d\n" +
+	"\n" +
+	"tx_packets\x18\b \x01(\x04R\ttxPackets\x12\x14\n" +
+	"\x05flaps\x18\t \x01(\x04R\x05flaps\"\xaa\x01\n" +
 	"\n" +
 	"Transition\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1a\n" +
@@ -1039,7 +1179,7 @@ func file_v1_vipcast_proto_rawDescGZIP() []byte {
 }
 
 var file_v1_vipcast_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_v1_vipcast_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_v1_vipcast_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_v1_vipcast_proto_goTypes = []any{
 	(SessionState)(0),             // 0: vipcast.v1.SessionState
 	(*GetStatusRequest)(nil),      // 1: vipcast.v1.GetStatusRequest
@@ -1048,43 +1188,48 @@ var file_v1_vipcast_proto_goTypes = []any{
 	(*HealthStatus)(nil),          // 4: vipcast.v1.HealthStatus
 	(*ProbeResult)(nil),           // 5: vipcast.v1.ProbeResult
 	(*PeerStatus)(nil),            // 6: vipcast.v1.PeerStatus
-	(*Transition)(nil),            // 7: vipcast.v1.Transition
-	(*WatchStatusRequest)(nil),    // 8: vipcast.v1.WatchStatusRequest
-	(*WatchStatusResponse)(nil),   // 9: vipcast.v1.WatchStatusResponse
-	(*DrainRequest)(nil),          // 10: vipcast.v1.DrainRequest
-	(*DrainResponse)(nil),         // 11: vipcast.v1.DrainResponse
-	(*UndrainRequest)(nil),        // 12: vipcast.v1.UndrainRequest
-	(*UndrainResponse)(nil),       // 13: vipcast.v1.UndrainResponse
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*BFDStatus)(nil),             // 7: vipcast.v1.BFDStatus
+	(*Transition)(nil),            // 8: vipcast.v1.Transition
+	(*WatchStatusRequest)(nil),    // 9: vipcast.v1.WatchStatusRequest
+	(*WatchStatusResponse)(nil),   // 10: vipcast.v1.WatchStatusResponse
+	(*DrainRequest)(nil),          // 11: vipcast.v1.DrainRequest
+	(*DrainResponse)(nil),         // 12: vipcast.v1.DrainResponse
+	(*UndrainRequest)(nil),        // 13: vipcast.v1.UndrainRequest
+	(*UndrainResponse)(nil),       // 14: vipcast.v1.UndrainResponse
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
 }
 var file_v1_vipcast_proto_depIdxs = []int32{
 	3,  // 0: vipcast.v1.GetStatusResponse.vips:type_name -> vipcast.v1.VipStatus
 	4,  // 1: vipcast.v1.GetStatusResponse.health:type_name -> vipcast.v1.HealthStatus
 	6,  // 2: vipcast.v1.GetStatusResponse.peers:type_name -> vipcast.v1.PeerStatus
-	7,  // 3: vipcast.v1.GetStatusResponse.transitions:type_name -> vipcast.v1.Transition
-	14, // 4: vipcast.v1.VipStatus.since:type_name -> google.protobuf.Timestamp
+	8,  // 3: vipcast.v1.GetStatusResponse.transitions:type_name -> vipcast.v1.Transition
+	15, // 4: vipcast.v1.VipStatus.since:type_name -> google.protobuf.Timestamp
 	5,  // 5: vipcast.v1.HealthStatus.recent:type_name -> vipcast.v1.ProbeResult
-	14, // 6: vipcast.v1.ProbeResult.at:type_name -> google.protobuf.Timestamp
-	15, // 7: vipcast.v1.ProbeResult.latency:type_name -> google.protobuf.Duration
+	15, // 6: vipcast.v1.ProbeResult.at:type_name -> google.protobuf.Timestamp
+	16, // 7: vipcast.v1.ProbeResult.latency:type_name -> google.protobuf.Duration
 	0,  // 8: vipcast.v1.PeerStatus.state:type_name -> vipcast.v1.SessionState
-	14, // 9: vipcast.v1.PeerStatus.since:type_name -> google.protobuf.Timestamp
-	15, // 10: vipcast.v1.PeerStatus.uptime:type_name -> google.protobuf.Duration
-	14, // 11: vipcast.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	7,  // 12: vipcast.v1.WatchStatusResponse.transition:type_name -> vipcast.v1.Transition
-	1,  // 13: vipcast.v1.VipcastService.GetStatus:input_type -> vipcast.v1.GetStatusRequest
-	8,  // 14: vipcast.v1.VipcastService.WatchStatus:input_type -> vipcast.v1.WatchStatusRequest
-	10, // 15: vipcast.v1.VipcastService.Drain:input_type -> vipcast.v1.DrainRequest
-	12, // 16: vipcast.v1.VipcastService.Undrain:input_type -> vipcast.v1.UndrainRequest
-	2,  // 17: vipcast.v1.VipcastService.GetStatus:output_type -> vipcast.v1.GetStatusResponse
-	9,  // 18: vipcast.v1.VipcastService.WatchStatus:output_type -> vipcast.v1.WatchStatusResponse
-	11, // 19: vipcast.v1.VipcastService.Drain:output_type -> vipcast.v1.DrainResponse
-	13, // 20: vipcast.v1.VipcastService.Undrain:output_type -> vipcast.v1.UndrainResponse
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	15, // 9: vipcast.v1.PeerStatus.since:type_name -> google.protobuf.Timestamp
+	16, // 10: vipcast.v1.PeerStatus.uptime:type_name -> google.protobuf.Duration
+	7,  // 11: vipcast.v1.PeerStatus.bfd:type_name -> vipcast.v1.BFDStatus
+	15, // 12: vipcast.v1.BFDStatus.since:type_name -> google.protobuf.Timestamp
+	16, // 13: vipcast.v1.BFDStatus.tx_interval:type_name -> google.protobuf.Duration
+	16, // 14: vipcast.v1.BFDStatus.detect_time:type_name -> google.protobuf.Duration
+	15, // 15: vipcast.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	8,  // 16: vipcast.v1.WatchStatusResponse.transition:type_name -> vipcast.v1.Transition
+	1,  // 17: vipcast.v1.VipcastService.GetStatus:input_type -> vipcast.v1.GetStatusRequest
+	9,  // 18: vipcast.v1.VipcastService.WatchStatus:input_type -> vipcast.v1.WatchStatusRequest
+	11, // 19: vipcast.v1.VipcastService.Drain:input_type -> vipcast.v1.DrainRequest
+	13, // 20: vipcast.v1.VipcastService.Undrain:input_type -> vipcast.v1.UndrainRequest
+	2,  // 21: vipcast.v1.VipcastService.GetStatus:output_type -> vipcast.v1.GetStatusResponse
+	10, // 22: vipcast.v1.VipcastService.WatchStatus:output_type -> vipcast.v1.WatchStatusResponse
+	12, // 23: vipcast.v1.VipcastService.Drain:output_type -> vipcast.v1.DrainResponse
+	14, // 24: vipcast.v1.VipcastService.Undrain:output_type -> vipcast.v1.UndrainResponse
+	21, // [21:25] is the sub-list for method output_type
+	17, // [17:21] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_v1_vipcast_proto_init() }
@@ -1098,7 +1243,7 @@ func file_v1_vipcast_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_v1_vipcast_proto_rawDesc), len(file_v1_vipcast_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
