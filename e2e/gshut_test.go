@@ -118,6 +118,9 @@ func TestGracefulShutdown(t *testing.T) {
 			pa, ok := pathFrom(t, l, v4, n.Addr4)
 			return ok && hasGshut(pa)
 		})
+		// The router has moved traffic away before the undrain; otherwise
+		// its FIB could still show the old state and change under the hold.
+		l.WaitNexthops(t, v4, addrs(l, v4, l.Except(n)...), gshutWait)
 		if out, err := n.Vipcast("undrain"); err != nil {
 			t.Fatalf("undrain: %v\n%s", err, out)
 		}
