@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -90,30 +89,7 @@ var gshutTest = policy.GracefulShutdownConfig{Enabled: true, Wait: 300 * time.Mi
 // startGraceful is start with graceful shutdown on.
 func startGraceful(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	router := peers.NewFake(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
-	h := &harness{t: t, router: router, addrs: newMemAddrs(router), probe: &switchProber{}, done: make(chan error, 1)}
-	sp, err := New(cfg, Deps{Router: router, Addresses: h.addrs, Prober: h.probe, Attributes: policy.Attributes{Communities: []policy.Community{1}}, GracefulShutdown: gshutTest})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.sp = sp
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	go func() { h.done <- sp.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-h.done:
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-		h.addrs.mu.Lock()
-		defer h.addrs.mu.Unlock()
-		for _, e := range h.addrs.errs {
-			t.Error(e)
-		}
-	})
-	return h
+	return startWith(t, cfg, func(d *Deps) { d.GracefulShutdown = gshutTest })
 }
 
 func (h *harness) graceful() bool {

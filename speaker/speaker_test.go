@@ -106,10 +106,18 @@ type harness struct {
 
 func start(t *testing.T, cfg Config, stale ...netip.Prefix) *harness {
 	t.Helper()
+	return startWith(t, cfg, func(*Deps) {}, stale...)
+}
+
+// startWith is start with the Deps adjusted by mod before New.
+func startWith(t *testing.T, cfg Config, mod func(*Deps), stale ...netip.Prefix) *harness {
+	t.Helper()
 	// No cfg.Validate: the tests run faster than the validated ranges allow.
 	router := peers.NewFake(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
 	h := &harness{t: t, router: router, addrs: newMemAddrs(router, stale...), probe: &switchProber{}, done: make(chan error, 1)}
-	sp, err := New(cfg, Deps{Router: router, Addresses: h.addrs, Prober: h.probe, Attributes: policy.Attributes{Communities: []policy.Community{1}}})
+	d := Deps{Router: router, Addresses: h.addrs, Prober: h.probe, Attributes: policy.Attributes{Communities: []policy.Community{1}}}
+	mod(&d)
+	sp, err := New(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}

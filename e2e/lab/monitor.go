@@ -2,12 +2,10 @@ package lab
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os/exec"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -228,41 +226,9 @@ func (m *FIBMonitor) Close() {
 
 // routerNexthopsOrdered is RouterNexthops in the kernel's nexthop order.
 func (l *Lab) routerNexthopsOrdered(prefix netip.Prefix) ([]netip.Addr, error) {
-	args := []string{"-n", l.routerNS, "-j"}
-	if prefix.Addr().Is6() {
-		args = append(args, "-6")
-	}
-	out, err := runStdout("ip", append(args, "route", "show", "table", "main", prefix.String())...)
+	out, err := l.routerRouteJSON(prefix)
 	if err != nil {
 		return nil, err
 	}
-	var routes []struct {
-		Type     string `json:"type"`
-		Gateway  string `json:"gateway"`
-		Nexthops []struct {
-			Gateway string `json:"gateway"`
-		} `json:"nexthops"`
-	}
-	if len(strings.TrimSpace(string(out))) == 0 {
-		return nil, nil
-	}
-	if err := json.Unmarshal(out, &routes); err != nil {
-		return nil, fmt.Errorf("ip route json: %w: %s", err, out)
-	}
-	var addrs []netip.Addr
-	add := func(s string) {
-		if a, err := netip.ParseAddr(s); err == nil && !slices.Contains(addrs, a) {
-			addrs = append(addrs, a)
-		}
-	}
-	for _, r := range routes {
-		if r.Type != "" && r.Type != "unicast" {
-			continue
-		}
-		add(r.Gateway)
-		for _, n := range r.Nexthops {
-			add(n.Gateway)
-		}
-	}
-	return addrs, nil
+	return parseNexthopsOrdered(out)
 }

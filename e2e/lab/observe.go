@@ -20,19 +20,32 @@ const PollInterval = 5 * time.Millisecond
 // (sorted; none if there is no route). Single-nexthop and multipath routes
 // are both handled.
 func (l *Lab) RouterNexthops(prefix netip.Prefix) ([]netip.Addr, error) {
-	args := []string{"-n", l.routerNS, "-j"}
-	if prefix.Addr().Is6() {
-		args = append(args, "-6")
-	}
-	args = append(args, "route", "show", "table", "main", prefix.String())
-	out, err := runStdout("ip", args...)
+	out, err := l.routerRouteJSON(prefix)
 	if err != nil {
 		return nil, err
 	}
 	return parseNexthops(out)
 }
 
+// routerRouteJSON is `ip -j route show PREFIX` in the router's namespace.
+func (l *Lab) routerRouteJSON(prefix netip.Prefix) ([]byte, error) {
+	args := []string{"-n", l.routerNS, "-j"}
+	if prefix.Addr().Is6() {
+		args = append(args, "-6")
+	}
+	return runStdout("ip", append(args, "route", "show", "table", "main", prefix.String())...)
+}
+
+// parseNexthops reads `ip -j route show` output: the route's gateways,
+// sorted.
 func parseNexthops(out []byte) ([]netip.Addr, error) {
+	addrs, err := parseNexthopsOrdered(out)
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	return addrs, err
+}
+
+// parseNexthopsOrdered is parseNexthops in the kernel's nexthop order.
+func parseNexthopsOrdered(out []byte) ([]netip.Addr, error) {
 	type nh struct {
 		Gateway string `json:"gateway"`
 	}
@@ -62,7 +75,6 @@ func parseNexthops(out []byte) ([]netip.Addr, error) {
 			add(n.Gateway)
 		}
 	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
 	return addrs, nil
 }
 
