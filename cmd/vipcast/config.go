@@ -110,7 +110,7 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 		}
 	}
 	var errs []error
-	known := leafKeys(reflect.TypeOf(fileConfig{}), "")
+	known := envKeys()
 	for name, val := range env {
 		key, ok := known[name]
 		if !ok {
@@ -161,7 +161,7 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 		}
 	}
 	for _, k := range md.Unused {
-		errs = append(errs, unknownKey(k, known))
+		errs = append(errs, unknownKey(k))
 	}
 	// Fields that failed to decode keep their defaults, so validating the
 	// rest adds only real problems.
@@ -333,7 +333,7 @@ func deletePath(m map[string]any, path string) bool {
 
 var indexRE = regexp.MustCompile(`\[\d+\]`)
 
-func unknownKey(k string, _ map[string]string) error {
+func unknownKey(k string) error {
 	norm := indexRE.ReplaceAllString(strings.ToLower(k), "[]")
 	parent, leaf := splitLeaf(norm)
 	best, bestD := "", 4
@@ -364,35 +364,17 @@ func splitLeaf(k string) (parent, leaf string) {
 	return k[:i+1], k[i+1:]
 }
 
-// leafKeys maps VIPCAST_* names to the viper keys of every setting that
-// can come from the environment: scalars and lists of scalars.
-func leafKeys(t reflect.Type, prefix string) map[string]string {
+// envKeys maps VIPCAST_* names to the viper keys of every setting that
+// can come from the environment: scalars and lists of scalars. Lists of
+// objects (peers) come only from the file.
+func envKeys() map[string]string {
 	out := map[string]string{}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
-		key := prefix
-		if opts != "squash" {
-			key = prefix + strings.ToLower(tag)
+	for _, k := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+		if strings.Contains(k, "[]") {
+			continue
 		}
-		ft := f.Type
-		if ft.Kind() == reflect.Pointer {
-			ft = ft.Elem()
-		}
-		switch {
-		case ft.Kind() == reflect.Struct:
-			sub := key
-			if opts != "squash" {
-				sub += "."
-			}
-			for k, v := range leafKeys(ft, sub) {
-				out[k] = v
-			}
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-			// peers: file only.
-		default:
-			out[envPrefix+"_"+strings.ToUpper(strings.ReplaceAll(key, ".", "_"))] = key
-		}
+		k = strings.ToLower(k)
+		out[envPrefix+"_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))] = k
 	}
 	return out
 }
