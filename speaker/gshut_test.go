@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -208,4 +209,20 @@ func TestWithGracefulShutdownDoesNotAlias(t *testing.T) {
 	if base.Communities[:2][1] == policy.GracefulShutdown {
 		t.Error("WithGracefulShutdown wrote into the caller's backing array")
 	}
+}
+
+// A drain right after a session came up, before the periodic poll saw it,
+// still uses graceful shutdown: the router already has the route.
+func TestSpeakerDrainRightAfterSessionUp(t *testing.T) {
+	h := startGraceful(t, testConfig())
+	h.router.SetPeers(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateActive})
+	h.probe.ok.Store(true)
+	h.eventually("announced without a session", func() bool {
+		return h.announced() && h.sp.Status().Decisions[0].Reason == ReasonNoPeer
+	})
+	h.router.SetPeers(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
+	if err := h.sp.SetDrainedReason(context.Background(), true, "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("re-announced with GRACEFUL_SHUTDOWN", h.graceful)
 }

@@ -193,6 +193,19 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 	shutdownCh := s.shutdownCh
 
 	var peerList []peers.PeerStatus
+	// refreshPeers reads the sessions now. A drain or shutdown reads them
+	// first: the periodic poll can lag a session that just came up, and
+	// graceful shutdown must not be skipped for a route the router has.
+	refreshPeers := func() *Transition {
+		ps, err := s.d.Router.Peers(ctx)
+		if err != nil {
+			log.Warn("reading BGP sessions", "err", err)
+			return nil
+		}
+		peerList = ps
+		s.notePeers(ps)
+		return m.SetPeerUp(peers.AnyEstablished(ps), s.d.Now())
+	}
 	for {
 		var tr *Transition
 		select {
@@ -201,6 +214,9 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 			stopProbes()
 			return s.finish(ctx, m, false)
 		case <-shutdownCh:
+			if t := refreshPeers(); t != nil {
+				s.record(m, t, peerList)
+			}
 			if tr = m.Shutdown(s.d.Now()); m.Announce() {
 				// Keep probing: a health failure during the wait still
 				// withdraws at once.
@@ -222,6 +238,9 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 				log.Warn("health probe failed", "reason", r.Reason, "latency", r.Latency)
 			}
 		case req := <-s.drainCh:
+			if t := refreshPeers(); t != nil {
+				s.record(m, t, peerList)
+			}
 			if tr = m.SetDrained(req.drained, s.d.Now()); tr != nil && req.reason != "" {
 				if tr.To == ReasonGracefulShutdown {
 					tr.Detail = req.reason + "; " + tr.Detail
@@ -230,14 +249,7 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 				}
 			}
 		case <-peerTick.C:
-			ps, err := s.d.Router.Peers(ctx)
-			if err != nil {
-				log.Warn("reading BGP sessions", "err", err)
-			} else {
-				peerList = ps
-				s.notePeers(ps)
-				tr = m.SetPeerUp(peers.AnyEstablished(ps), s.d.Now())
-			}
+			tr = refreshPeers()
 			if t2 := m.Tick(s.d.Now()); t2 != nil {
 				tr = t2
 			}
