@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/vipcast/vipcast/policy"
 )
 
 // Global is the local BGP instance.
@@ -60,6 +62,9 @@ type Peer struct {
 	// NodeSelector, if set, limits the peer to nodes whose labels match all
 	// of these (matchLabels).
 	NodeSelector map[string]string `mapstructure:"nodeSelector"`
+	// Policy is what this session gets besides, or instead of, the global
+	// policy (see policy.PeerConfig).
+	Policy policy.PeerConfig `mapstructure:"policy"`
 }
 
 // BFDConfig is one peer's BFD (RFC 5880, RFC 5881; RFC 5883 when the peer
@@ -240,6 +245,9 @@ func (c Config) Validate() error {
 			add("%s.bfd: timers set but enabled is false; set bfd.enabled: true or remove the timers", f)
 		}
 		p.validateSelection(f, add)
+		if err := p.Policy.Validate(f + ".policy"); err != nil {
+			errs = append(errs, err)
+		}
 		if p.PasswordFile != "" {
 			if err := checkPasswordFile(p.PasswordFile); err != nil {
 				add("%s.passwordFile: %q %v", f, p.PasswordFile, err)

@@ -24,8 +24,10 @@ import (
 // Names of the GoBGP policy objects vipcast installs.
 const (
 	importPolicy = "vipcast-import"
-	exportPolicy = "vipcast-export"
-	vipSetPrefix = "vipcast-vips-" // + "v4" / "v6": GoBGP prefix sets hold one family
+	exportPolicy = "vipcast-export-" // + peer address and a generation: one per peer
+	vipSetPrefix = "vipcast-vips-"   // + "v4" / "v6": GoBGP prefix sets hold one family
+	peerSetName  = "vipcast-peer-"   // + peer address: a neighbor set of one
+	gshutSet     = "vipcast-gshut"   // a community set holding 65535:0
 )
 
 // ErrNotRunning is returned by RIB operations outside Start..Stop.
@@ -40,9 +42,15 @@ var ErrNotRunning = errors.New("BGP is not running")
 //     accepts route-type local (vipcast's own paths) and rejects the rest.
 //   - export: the global export policy accepts a local path only if its
 //     prefix is in the "vipcast-vips-*" prefix sets with its exact mask
-//     length; everything else is rejected.
+//     length; everything else is rejected. GoBGP evaluates it once per
+//     destination peer, so it holds one policy per peer (matched by a
+//     neighbor set) that also applies that peer's attributes
+//     (policy.Session): the path carries the global ones, and a second
+//     statement, matching GRACEFUL_SHUTDOWN on the path, keeps a drain's
+//     values from being overwritten.
 type GoBGP struct {
 	cfg  Config
+	pol  policy.Config
 	vips map[netip.Prefix]bool
 	log  *slog.Logger
 
@@ -51,6 +59,8 @@ type GoBGP struct {
 	srv       *server.BgpServer
 	stopWatch context.CancelFunc
 	paths     map[netip.Prefix]announced
+	exports   map[netip.Addr]string // peer -> its installed export policy
+	exportGen int                   // makes each installed policy's name new
 
 	pmu   sync.Mutex // guards peers; never held while calling GoBGP
 	peers map[netip.Addr]*peerTrack
@@ -86,9 +96,9 @@ type peerTrack struct {
 var _ Router = (*GoBGP)(nil)
 
 // NewGoBGP returns a stopped router for a validated cfg. vips are the only
-// prefixes Announce accepts and the only ones the export policy lets out.
-// A nil log discards.
-func NewGoBGP(cfg Config, vips []netip.Prefix, log *slog.Logger) (*GoBGP, error) {
+// prefixes Announce accepts and the only ones the export policy lets out;
+// pol gives each session its attributes. A nil log discards.
+func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logger) (*GoBGP, error) {
 	if len(vips) == 0 {
 		return nil, errors.New("no VIPs: vipcast needs at least one prefix to advertise")
 	}
@@ -96,11 +106,16 @@ func NewGoBGP(cfg Config, vips []netip.Prefix, log *slog.Logger) (*GoBGP, error)
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &GoBGP{
-		cfg:   cfg.WithDefaults(),
-		vips:  make(map[netip.Prefix]bool, len(vips)),
-		log:   log,
-		paths: map[netip.Prefix]announced{},
-		peers: map[netip.Addr]*peerTrack{},
+		cfg:     cfg.WithDefaults(),
+		pol:     pol,
+		vips:    make(map[netip.Prefix]bool, len(vips)),
+		log:     log,
+		paths:   map[netip.Prefix]announced{},
+		peers:   map[netip.Addr]*peerTrack{},
+		exports: map[netip.Addr]string{},
+	}
+	if _, err := g.sessionExports(g.cfg.Peers); err != nil {
+		return nil, err
 	}
 	for _, p := range vips {
 		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
@@ -161,10 +176,17 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 	if err := g.startBFD(ctx); err != nil {
 		return fmt.Errorf("BFD: %w", err)
 	}
-	for _, p := range g.cfg.Peers {
+	exports, err := g.sessionExports(g.cfg.Peers)
+	if err != nil {
+		return err
+	}
+	for i, p := range g.cfg.Peers {
 		ap, err := apiPeer(p)
 		if err != nil {
 			return fmt.Errorf("peer %s: %w", p.Address, err)
+		}
+		if err := g.setExport(ctx, p, exports[i]); err != nil {
+			return fmt.Errorf("peer %s: export policy: %w", p.Address, err)
 		}
 		if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
 			return fmt.Errorf("peer %s: %w", p.Address, err)
@@ -177,17 +199,13 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 func (g *GoBGP) installPolicies(ctx context.Context) error {
 	s := g.srv
 	local := api.Conditions_ROUTE_TYPE_LOCAL
-	accept := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
 	imp := &api.Policy{Name: importPolicy, Statements: []*api.Statement{{
-		Name: importPolicy + "-local", Conditions: &api.Conditions{RouteType: local}, Actions: accept,
+		Name: importPolicy + "-local", Conditions: &api.Conditions{RouteType: local},
+		Actions: &api.Actions{RouteAction: api.RouteAction_ACCEPT},
 	}}}
-	exp := &api.Policy{Name: exportPolicy}
 	sets := map[string][]*api.Prefix{}
 	for p := range g.vips {
-		fam := "v4"
-		if p.Addr().Is6() {
-			fam = "v6"
-		}
+		fam := vipFamily(p)
 		bits := uint32(p.Bits()) // exact match: a covering or longer prefix never passes
 		sets[fam] = append(sets[fam], &api.Prefix{IpPrefix: p.String(), MaskLengthMin: bits, MaskLengthMax: bits})
 	}
@@ -195,32 +213,170 @@ func (g *GoBGP) installPolicies(ctx context.Context) error {
 		if len(sets[fam]) == 0 {
 			continue
 		}
-		name := vipSetPrefix + fam
 		if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-			DefinedType: api.DefinedType_PREFIX, Name: name, Prefixes: sets[fam],
+			DefinedType: api.DefinedType_PREFIX, Name: vipSetPrefix + fam, Prefixes: sets[fam],
 		}}); err != nil {
 			return err
 		}
-		exp.Statements = append(exp.Statements, &api.Statement{
-			Name:       exportPolicy + "-" + fam,
-			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: name}, RouteType: local},
-			Actions:    accept,
-		})
+	}
+	if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_COMMUNITY, Name: gshutSet, List: []string{policy.GracefulShutdown.String()},
+	}}); err != nil {
+		return err
+	}
+	if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: imp}); err != nil {
+		return err
 	}
 	for _, a := range []struct {
-		p   *api.Policy
-		dir api.PolicyDirection
-	}{{imp, api.PolicyDirection_IMPORT}, {exp, api.PolicyDirection_EXPORT}} {
-		if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: a.p}); err != nil {
-			return err
-		}
+		policies []*api.Policy
+		dir      api.PolicyDirection
+	}{{[]*api.Policy{{Name: importPolicy}}, api.PolicyDirection_IMPORT}, {nil, api.PolicyDirection_EXPORT}} {
 		if err := s.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name: "global", Direction: a.dir, Policies: []*api.Policy{{Name: a.p.Name}}, DefaultAction: api.RouteAction_REJECT,
+			Name: "global", Direction: a.dir, Policies: a.policies, DefaultAction: api.RouteAction_REJECT,
 		}}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func (g *GoBGP) hasFamily(fam string) bool {
+	for p := range g.vips {
+		if vipFamily(p) == fam {
+			return true
+		}
+	}
+	return false
+}
+
+func vipFamily(p netip.Prefix) string {
+	if p.Addr().Is6() {
+		return "v6"
+	}
+	return "v4"
+}
+
+// sessionExports computes every peer's policy.Export, in order.
+func (g *GoBGP) sessionExports(peers []Peer) ([]policy.Export, error) {
+	out := make([]policy.Export, len(peers))
+	var errs []error
+	for i, p := range peers {
+		var err error
+		if out[i], err = g.pol.Export(fmt.Sprintf("peers[%d].policy", i), p.Policy); err != nil {
+			errs = append(errs, fmt.Errorf("peer %s: %w", p.Address, err))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// setExport installs p's export policy, replacing the one it had. The new
+// one goes in before the old one leaves, so no path is evaluated without a
+// policy for p (which would withdraw it). Callers hold mu or own g.srv.
+func (g *GoBGP) setExport(ctx context.Context, p Peer, e policy.Export) error {
+	s := g.srv
+	addr, err := netip.ParseAddr(p.Address)
+	if err != nil {
+		return err
+	}
+	old, had := g.exports[addr]
+	nset := peerSetName + addr.String()
+	if !had {
+		if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_NEIGHBOR, Name: nset, List: []string{netip.PrefixFrom(addr, addr.BitLen()).String()},
+		}}); err != nil {
+			return err
+		}
+	}
+	g.exportGen++
+	name := fmt.Sprintf("%s%s-%d", exportPolicy, addr, g.exportGen)
+	pol := &api.Policy{Name: name}
+	for _, fam := range []string{"v4", "v6"} {
+		if !g.hasFamily(fam) {
+			continue
+		}
+		cond := func(gshut bool) *api.Conditions {
+			c := &api.Conditions{
+				PrefixSet:   &api.MatchSet{Type: api.MatchSet_ANY, Name: vipSetPrefix + fam},
+				NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: nset},
+				RouteType:   api.Conditions_ROUTE_TYPE_LOCAL,
+			}
+			if gshut {
+				c.CommunitySet = &api.MatchSet{Type: api.MatchSet_ANY, Name: gshutSet}
+			}
+			return c
+		}
+		pol.Statements = append(pol.Statements,
+			&api.Statement{Name: name + "-" + fam + "-gshut", Conditions: cond(true), Actions: sessionActions(e.Shutdown, p.LocalASN)},
+			&api.Statement{Name: name + "-" + fam, Conditions: cond(false), Actions: sessionActions(e.Normal, p.LocalASN)},
+		)
+	}
+	if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
+		return err
+	}
+	if err := s.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_EXPORT, Policies: []*api.Policy{{Name: name}}, DefaultAction: api.RouteAction_REJECT,
+	}}); err != nil {
+		return err
+	}
+	g.exports[addr] = name
+	if had {
+		return g.dropPolicy(ctx, old)
+	}
+	return nil
+}
+
+// removeExport deletes p's export policy and its neighbor set.
+func (g *GoBGP) removeExport(ctx context.Context, addr netip.Addr) error {
+	name, ok := g.exports[addr]
+	if !ok {
+		return nil
+	}
+	if err := g.dropPolicy(ctx, name); err != nil {
+		return err
+	}
+	delete(g.exports, addr)
+	return g.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{
+		DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: peerSetName + addr.String()}, All: true,
+	})
+}
+
+func (g *GoBGP) dropPolicy(ctx context.Context, name string) error {
+	if err := g.srv.DeletePolicyAssignment(ctx, &api.DeletePolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_EXPORT, Policies: []*api.Policy{{Name: name}},
+	}}); err != nil {
+		return err
+	}
+	return g.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: name}, All: true})
+}
+
+// sessionActions turns a policy.Session into GoBGP actions ending in accept.
+// asn is the session's local ASN, which is what a prepend repeats.
+func sessionActions(s policy.Session, asn uint32) *api.Actions {
+	a := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
+	if len(s.AddCommunities) > 0 {
+		cs := make([]string, len(s.AddCommunities))
+		for i, c := range s.AddCommunities {
+			cs[i] = c.String()
+		}
+		a.Community = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: cs}
+	}
+	if len(s.AddLargeCommunities) > 0 {
+		cs := make([]string, len(s.AddLargeCommunities))
+		for i, c := range s.AddLargeCommunities {
+			cs[i] = c.String()
+		}
+		a.LargeCommunity = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: cs}
+	}
+	if s.MED != nil {
+		a.Med = &api.MedAction{Type: api.MedAction_REPLACE, Value: int64(*s.MED)}
+	}
+	if s.LocalPref != nil {
+		a.LocalPref = &api.LocalPrefAction{Value: *s.LocalPref}
+	}
+	if s.Prepend > 0 {
+		a.AsPrepend = &api.AsPrependAction{Asn: asn, Repeat: uint32(s.Prepend)}
+	}
+	return a
 }
 
 func apiPeer(p Peer) (*api.Peer, error) {
@@ -273,7 +429,7 @@ func (g *GoBGP) Announce(ctx context.Context, prefix netip.Prefix, attrs policy.
 	if cur, ok := g.paths[prefix]; ok && reflect.DeepEqual(cur.attrs, attrs) {
 		return nil
 	}
-	path, err := apiPath(prefix, attrs, g.cfg.BGP.ASN)
+	path, err := apiPath(prefix, attrs)
 	if err != nil {
 		return fmt.Errorf("announce %s: %w", prefix, err)
 	}
@@ -304,7 +460,7 @@ func (g *GoBGP) Withdraw(ctx context.Context, prefix netip.Prefix) error {
 
 // apiPath builds the locally originated path. The unspecified next hop
 // tells GoBGP to use each session's local address.
-func apiPath(prefix netip.Prefix, a policy.Attributes, asn uint32) (*api.Path, error) {
+func apiPath(prefix netip.Prefix, a policy.Attributes) (*api.Path, error) {
 	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
 	var nlri bgp.AddrPrefixInterface
 	if prefix.Addr().Is4() {
@@ -314,13 +470,9 @@ func apiPath(prefix netip.Prefix, a policy.Attributes, asn uint32) (*api.Path, e
 		nlri = bgp.NewIPv6AddrPrefix(uint8(prefix.Bits()), prefix.Addr().String())
 		attrs = append(attrs, bgp.NewPathAttributeMpReachNLRI("::", []bgp.AddrPrefixInterface{nlri}))
 	}
-	// GoBGP adds the session's local ASN once on eBGP sessions; Prepend
-	// repeats the global ASN in front of it.
-	var segs []bgp.AsPathParamInterface
-	if a.Prepend > 0 {
-		segs = append(segs, bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, slices.Repeat([]uint32{asn}, int(a.Prepend))))
-	}
-	attrs = append(attrs, bgp.NewPathAttributeAsPath(segs))
+	// GoBGP adds the session's local ASN on eBGP sessions, and the export
+	// policy prepends per session.
+	attrs = append(attrs, bgp.NewPathAttributeAsPath(nil))
 	if a.MED != nil {
 		attrs = append(attrs, bgp.NewPathAttributeMultiExitDisc(*a.MED))
 	}

@@ -61,6 +61,12 @@ func (b *syncBuffer) String() string {
 // startVipcast starts a GoBGP Router peering with r and stops it at cleanup.
 func startVipcast(t *testing.T, r *bgptest.Router, peer Peer, vips ...netip.Prefix) (*GoBGP, *syncBuffer) {
 	t.Helper()
+	return startVipcastPolicy(t, r, policy.Default(), peer, vips...)
+}
+
+// startVipcastPolicy is startVipcast with a global policy.
+func startVipcastPolicy(t *testing.T, r *bgptest.Router, pol policy.Config, peer Peer, vips ...netip.Prefix) (*GoBGP, *syncBuffer) {
+	t.Helper()
 	peer.Address = r.Address()
 	peer.ASN = routerASN
 	peer.Port = uint16(r.Port())
@@ -70,7 +76,7 @@ func startVipcast(t *testing.T, r *bgptest.Router, peer Peer, vips ...netip.Pref
 		t.Fatalf("test config: %v", err)
 	}
 	logs := &syncBuffer{}
-	g, err := NewGoBGP(cfg, vips, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	g, err := NewGoBGP(cfg, pol, vips, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +139,9 @@ func u32(v uint32) *uint32 { return &v }
 
 func TestGoBGPAnnounceWithdrawStop(t *testing.T) {
 	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
-	g, _ := startVipcast(t, r, Peer{}, vip4)
+	pol := policy.Default()
+	pol.Prepend = 2
+	g, _ := startVipcastPolicy(t, r, pol, Peer{}, vip4)
 	ctx := context.Background()
 
 	waitPeer(t, g, "established", established)
@@ -142,7 +150,6 @@ func TestGoBGPAnnounceWithdrawStop(t *testing.T) {
 		LargeCommunities: []policy.LargeCommunity{{Global: 64512, Local1: 1, Local2: 2}},
 		MED:              u32(50),
 		LocalPref:        u32(200),
-		Prepend:          2,
 	}
 	if err := g.Announce(ctx, vip4, attrs); err != nil {
 		t.Fatal(err)
@@ -263,7 +270,7 @@ func TestGoBGPNothingImportedOnlyVIPsExported(t *testing.T) {
 	// Export: bypass Announce's check and put non-VIP local paths in the
 	// RIB: a covering prefix, a neighbour /32 and an unrelated prefix.
 	for _, s := range []string{"203.0.113.0/24", "203.0.113.11/32", "192.0.2.0/24"} {
-		p, err := apiPath(netip.MustParsePrefix(s), policy.Attributes{}, localASN)
+		p, err := apiPath(netip.MustParsePrefix(s), policy.Attributes{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -367,11 +374,11 @@ func TestNewGoBGPRejectsBadVIPs(t *testing.T) {
 		{netip.MustParsePrefix("::ffff:203.0.113.10/128")},
 		{{}},
 	} {
-		if _, err := NewGoBGP(cfg, vips, nil); err == nil {
+		if _, err := NewGoBGP(cfg, policy.Default(), vips, nil); err == nil {
 			t.Errorf("NewGoBGP(%v) succeeded", vips)
 		}
 	}
-	g, err := NewGoBGP(cfg, []netip.Prefix{vip4}, nil)
+	g, err := NewGoBGP(cfg, policy.Default(), []netip.Prefix{vip4}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

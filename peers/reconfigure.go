@@ -8,6 +8,8 @@ import (
 	"reflect"
 
 	api "github.com/osrg/gobgp/v3/api"
+
+	"github.com/vipcast/vipcast/policy"
 )
 
 // ErrRestartRequired is returned by Reconfigure for changes it cannot make
@@ -16,12 +18,14 @@ var ErrRestartRequired = errors.New("restart required")
 
 // Reconfigure applies a new, validated peering configuration to the running
 // instance. Only the peers that changed are touched: a removed peer is
-// deleted (Cease), an added one is added, a changed one (any setting) is
-// deleted and added again; every other session stays up, its uptime
-// unchanged. Announced paths stay and go to new peers.
+// deleted (Cease), an added one is added, a changed one (any session
+// setting) is deleted and added again; a peer whose policy alone changed
+// keeps its session and gets the new attributes by a soft reset (a fresh
+// UPDATE). Every other session stays up, its uptime unchanged. Announced
+// paths stay and go to new peers.
 //
-// Changes to bgp.* or to a peer with BFD on either side return
-// ErrRestartRequired and change nothing.
+// Changes to bgp.* or to the session of a peer with BFD on either side
+// return ErrRestartRequired and change nothing.
 func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 	next := cfg.WithDefaults()
 	g.mu.Lock()
@@ -32,9 +36,15 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 	if !reflect.DeepEqual(g.cfg.BGP, next.BGP) {
 		return fmt.Errorf("reconfigure: bgp settings changed: %w", ErrRestartRequired)
 	}
+	exports, err := g.sessionExports(next.Peers)
+	if err != nil {
+		return fmt.Errorf("reconfigure: %w", err)
+	}
 	type change struct {
-		addr     netip.Addr
-		old, new *Peer
+		addr       netip.Addr
+		old, new   *Peer
+		export     policy.Export
+		policyOnly bool
 	}
 	oldBy := map[netip.Addr]*Peer{}
 	for i := range g.cfg.Peers {
@@ -51,18 +61,24 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 		}
 		seen[a] = true
 		o := oldBy[a]
-		if o == nil || !samePeer(*o, *p) {
-			changes = append(changes, change{a, o, p})
+		switch {
+		case o == nil || !sameSession(*o, *p):
+			changes = append(changes, change{addr: a, old: o, new: p, export: exports[i]})
+		case !reflect.DeepEqual(o.Policy, p.Policy):
+			changes = append(changes, change{addr: a, old: o, new: p, export: exports[i], policyOnly: true})
 		}
 	}
 	for a, o := range oldBy {
 		if !seen[a] {
-			changes = append(changes, change{a, o, nil})
+			changes = append(changes, change{addr: a, old: o})
 		}
 	}
 	// Check everything before touching anything.
 	adds := map[netip.Addr]*api.Peer{}
 	for _, c := range changes {
+		if c.policyOnly {
+			continue
+		}
 		if (c.old != nil && c.old.BFD.Enabled) || (c.new != nil && c.new.BFD.Enabled) {
 			return fmt.Errorf("reconfigure: peer %s has BFD: %w", c.addr, ErrRestartRequired)
 		}
@@ -75,6 +91,18 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 		}
 	}
 	for _, c := range changes {
+		if c.policyOnly {
+			if err := g.setExport(ctx, *c.new, c.export); err != nil {
+				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
+			}
+			// Soft reset out: the session stays, the router gets the path
+			// again with the new attributes.
+			if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: c.addr.String(), Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {
+				return fmt.Errorf("reconfigure: peer %s: resending with the new policy: %w", c.addr, err)
+			}
+			g.log.Info("peer policy changed: paths resent, session kept", "peer", c.addr)
+			continue
+		}
 		if c.old != nil {
 			if err := g.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: c.addr.String()}); err != nil {
 				return fmt.Errorf("reconfigure: removing peer %s: %w", c.addr, err)
@@ -83,7 +111,14 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 			delete(g.peers, c.addr)
 			g.pmu.Unlock()
 		}
-		if c.new != nil {
+		if c.new == nil {
+			if err := g.removeExport(ctx, c.addr); err != nil {
+				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
+			}
+		} else {
+			if err := g.setExport(ctx, *c.new, c.export); err != nil {
+				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
+			}
 			g.pmu.Lock()
 			g.peers[c.addr] = &peerTrack{password: c.new.PasswordFile != "", state: StateIdle}
 			g.pmu.Unlock()
@@ -105,6 +140,10 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// samePeer compares two peers' settings. A new key written to the same
-// password file is not seen here: change the file's path, or restart.
-func samePeer(a, b Peer) bool { return reflect.DeepEqual(a, b) }
+// sameSession compares two peers' session settings (everything but the
+// policy). A new key written to the same password file is not seen here:
+// change the file's path, or restart.
+func sameSession(a, b Peer) bool {
+	a.Policy, b.Policy = policy.PeerConfig{}, policy.PeerConfig{}
+	return reflect.DeepEqual(a, b)
+}

@@ -49,7 +49,6 @@ func (a Attributes) WithGracefulShutdown(g GracefulShutdownConfig) Attributes {
 		LargeCommunities: slices.Clone(a.LargeCommunities),
 		MED:              a.MED,
 		LocalPref:        a.LocalPref,
-		Prepend:          a.Prepend,
 	}
 	if !slices.Contains(out.Communities, GracefulShutdown) {
 		out.Communities = append(out.Communities, GracefulShutdown)
@@ -75,43 +74,37 @@ const (
 // leaving room for the network team's own adjustments in between.
 const PriorityMEDStep = 10
 
-// applyPriority folds Priority into a's MED or AS-path prepend.
-func (c Config) applyPriority(a *Attributes) error {
-	switch c.PriorityMode {
-	case PriorityMED, "":
-		if c.Priority == 0 {
-			return nil
-		}
-		base := uint64(0)
-		if c.MED != nil {
-			base = uint64(*c.MED)
-		}
-		v := base + uint64(c.Priority)*PriorityMEDStep
-		if v > math.MaxUint32 {
-			return fmt.Errorf("policy.priority: %d gives MED %d, above 4294967295; use a smaller priority (MED = policy.med + priority*%d)", c.Priority, v, PriorityMEDStep)
-		}
-		m := uint32(v)
-		a.MED = &m
-	case PriorityPrepend:
-		if c.Priority == 0 {
-			return nil
-		}
-		total := uint64(c.Prepend) + uint64(c.Priority)
-		if total > maxPrepend {
-			return fmt.Errorf("policy.priority: %d with policy.prepend %d gives %d prepends, more than %d; use priorityMode: med or a priority of at most %d", c.Priority, c.Prepend, total, maxPrepend, max(0, maxPrepend-int(c.Prepend)))
-		}
-		a.Prepend = uint8(total)
-	default:
-		return fmt.Errorf("policy.priorityMode: %q is not a choice; use med or prepend", c.PriorityMode)
+// priorityMED is the MED sent for a configured one (nil: none), with the
+// node's priority added in med mode. field names the MED in errors.
+func (c Config) priorityMED(field string, med *uint32) (*uint32, error) {
+	if c.Priority == 0 || (c.PriorityMode != PriorityMED && c.PriorityMode != "") {
+		return med, nil
 	}
-	return nil
+	base := uint64(0)
+	if med != nil {
+		base = uint64(*med)
+	}
+	v := base + uint64(c.Priority)*PriorityMEDStep
+	if v > math.MaxUint32 {
+		return nil, fmt.Errorf("policy.priority: %d gives MED %d, above 4294967295; use a smaller priority (MED = %s + priority*%d)", c.Priority, v, field, PriorityMEDStep)
+	}
+	m := uint32(v)
+	return &m, nil
 }
 
-// EffectivePrepend is the number of prepends sent, priority included.
-func (c Config) EffectivePrepend() int {
-	n := int(c.Prepend)
-	if c.PriorityMode == PriorityPrepend {
-		n += int(c.Priority)
+// priorityPrepend is the number of prepends sent for a configured count,
+// with the node's priority added in prepend mode; it also checks the mode.
+func (c Config) priorityPrepend(field string, prepend uint8) (uint8, error) {
+	switch c.PriorityMode {
+	case PriorityMED, "":
+		return prepend, nil
+	case PriorityPrepend:
+		total := uint64(prepend) + uint64(c.Priority)
+		if total > maxPrepend {
+			return 0, fmt.Errorf("policy.priority: %d with %s %d gives %d prepends, more than %d; use priorityMode: med or a priority of at most %d", c.Priority, field, prepend, total, maxPrepend, max(0, maxPrepend-int(prepend)))
+		}
+		return uint8(total), nil
+	default:
+		return 0, fmt.Errorf("policy.priorityMode: %q is not a choice; use med or prepend", c.PriorityMode)
 	}
-	return n
 }

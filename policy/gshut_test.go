@@ -10,9 +10,9 @@ import (
 func u32(v uint32) *uint32 { return &v }
 
 func TestWithGracefulShutdown(t *testing.T) {
-	base := Attributes{Communities: []Community{100}, MED: u32(10), LocalPref: u32(200), Prepend: 1}
+	base := Attributes{Communities: []Community{100}, MED: u32(10), LocalPref: u32(200)}
 	g := base.WithGracefulShutdown(GracefulShutdownConfig{Enabled: true, Wait: time.Second, LocalPref: u32(0), MED: u32(4294967295)})
-	if !slices.Equal(g.Communities, []Community{100, GracefulShutdown}) || *g.LocalPref != 0 || *g.MED != 4294967295 || g.Prepend != 1 {
+	if !slices.Equal(g.Communities, []Community{100, GracefulShutdown}) || *g.LocalPref != 0 || *g.MED != 4294967295 {
 		t.Errorf("graceful attributes = %+v", g)
 	}
 	if *base.MED != 10 || *base.LocalPref != 200 || len(base.Communities) != 1 {
@@ -48,6 +48,12 @@ func TestPriority(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a, err := tt.cfg.Attributes()
+			var prepend uint8
+			if err == nil {
+				var e Export
+				e, err = tt.cfg.Export("peers[0].policy", PeerConfig{})
+				prepend = e.Normal.Prepend
+			}
 			if tt.errContains != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.errContains) {
 					t.Fatalf("err = %v, want %q", err, tt.errContains)
@@ -57,8 +63,8 @@ func TestPriority(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if (a.MED == nil) != (tt.med == nil) || (a.MED != nil && *a.MED != *tt.med) || a.Prepend != tt.prepend {
-				t.Errorf("MED %v prepend %d, want %v %d", a.MED, a.Prepend, tt.med, tt.prepend)
+			if (a.MED == nil) != (tt.med == nil) || (a.MED != nil && *a.MED != *tt.med) || prepend != tt.prepend {
+				t.Errorf("MED %v prepend %d, want %v %d", a.MED, prepend, tt.med, tt.prepend)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -56,8 +57,9 @@ func ParseLargeCommunity(s string) (LargeCommunity, error) {
 	return LargeCommunity{v[0], v[1], v[2]}, nil
 }
 
-// Attributes are the path attributes sent with every VIP prefix. All nodes
-// of a cluster must send identical attributes or routers pick one best path
+// Attributes are the path attributes every VIP path carries before the
+// per-session export policy (see Session) adds a peer's own. All nodes of a
+// cluster must send identical attributes or routers pick one best path
 // instead of spreading traffic by ECMP.
 type Attributes struct {
 	Communities      []Community
@@ -66,8 +68,6 @@ type Attributes struct {
 	MED *uint32
 	// LocalPref is sent to iBGP peers only; nil leaves the default (100).
 	LocalPref *uint32
-	// Prepend repeats the local ASN this many extra times.
-	Prepend uint8
 }
 
 // Config is the policy section of the configuration file.
@@ -102,32 +102,57 @@ func (c Config) Validate() error {
 	return err
 }
 
-// Attributes parses the configuration into wire attributes.
+// Attributes parses the configuration into the attributes of the path.
+// The AS-path prepend is per session: see Export.
 func (c Config) Attributes() (Attributes, error) {
 	var errs []error
-	a := Attributes{MED: c.MED, LocalPref: c.LocalPref, Prepend: c.Prepend}
-	for i, s := range c.Communities {
-		v, err := ParseCommunity(s)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("policy.communities[%d]: %w", i, err))
-			continue
-		}
-		a.Communities = append(a.Communities, v)
-	}
-	for i, s := range c.LargeCommunities {
-		v, err := ParseLargeCommunity(s)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("policy.largeCommunities[%d]: %w", i, err))
-			continue
-		}
-		a.LargeCommunities = append(a.LargeCommunities, v)
-	}
+	a := Attributes{LocalPref: c.LocalPref}
+	a.Communities, errs = parseCommunities("policy.communities", c.Communities, errs)
+	a.LargeCommunities, errs = parseLargeCommunities("policy.largeCommunities", c.LargeCommunities, errs)
 	if c.Prepend > maxPrepend {
 		errs = append(errs, fmt.Errorf("policy.prepend: %d is more than %d; use a value from 0 to %d", c.Prepend, maxPrepend, maxPrepend))
 	}
-	if err := c.applyPriority(&a); err != nil {
+	med, err := c.priorityMED("policy.med", c.MED)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	a.MED = med
+	if _, err := c.priorityPrepend("policy.prepend", c.Prepend); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.GracefulShutdown.validate()...)
 	return a, errors.Join(errs...)
+}
+
+// parseCommunities parses list into errs' companions; field names the list
+// in errors. GRACEFUL_SHUTDOWN is refused: vipcast sends it itself during a
+// drain, and a path that always carried it would never get traffic.
+func parseCommunities(field string, list []string, errs []error) ([]Community, []error) {
+	var out []Community
+	for i, s := range list {
+		v, err := ParseCommunity(s)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s[%d]: %w", field, i, err))
+		case v == GracefulShutdown:
+			errs = append(errs, fmt.Errorf("%s[%d]: 65535:0 is GRACEFUL_SHUTDOWN (RFC 8326), which vipcast adds itself during a drain; remove it (see policy.gracefulShutdown)", field, i))
+		case !slices.Contains(out, v):
+			out = append(out, v)
+		}
+	}
+	return out, errs
+}
+
+func parseLargeCommunities(field string, list []string, errs []error) ([]LargeCommunity, []error) {
+	var out []LargeCommunity
+	for i, s := range list {
+		v, err := ParseLargeCommunity(s)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s[%d]: %w", field, i, err))
+		case !slices.Contains(out, v):
+			out = append(out, v)
+		}
+	}
+	return out, errs
 }

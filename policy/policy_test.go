@@ -68,7 +68,7 @@ func TestConfigAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(Attributes{Communities: []Community{64512<<16 | 100}, MED: &med, Prepend: 2}, a); diff != "" {
+	if diff := cmp.Diff(Attributes{Communities: []Community{64512<<16 | 100}, MED: &med}, a); diff != "" {
 		t.Errorf("attributes (-want +got):\n%s", diff)
 	}
 }

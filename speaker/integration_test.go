@@ -78,7 +78,7 @@ func TestLoopbackIntegration(t *testing.T) {
 	if err := pcfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	router, err := peers.NewGoBGP(pcfg, cfg.Prefixes(), nil)
+	router, err := peers.NewGoBGP(pcfg, policy.Default(), cfg.Prefixes(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
@@ -136,6 +138,7 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 			Metadata:         &md,
 			WeaklyTypedInput: true,
 			DecodeHook: mapstructure.ComposeDecodeHookFunc(
+				wholeNumbersHook,
 				mapstructure.StringToTimeDurationHookFunc(),
 				mapstructure.StringToSliceHookFunc(","),
 			),
@@ -180,11 +183,24 @@ func (c fileConfig) Validate() error {
 	errs := []error{c.Speaker.Validate(), c.Peering.Validate(), c.Policy.Validate(), c.API.Validate(), c.Metrics.Validate(),
 		c.Node.Validate(), c.Kubernetes.Validate()}
 	for i, p := range c.Peering.WithDefaults().Peers {
+		field := fmt.Sprintf("peers[%d].policy", i)
+		// Cross-section problems only: each section reports its own.
+		if p.Policy.Validate(field) == nil && c.Policy.Validate() == nil {
+			if _, err := c.Policy.Export(field, p.Policy); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		// A router drops a path that carries its own ASN: prepending on
 		// iBGP would make the VIP vanish instead of lowering its rank.
-		if c.Policy.Prepend > 0 && p.ASN != 0 && p.ASN == p.LocalASN {
-			errs = append(errs, fmt.Errorf("policy.prepend: %d with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use policy.med or policy.localPref instead", c.Policy.Prepend, i, p.ASN))
-		} else if c.Policy.EffectivePrepend() > 0 && p.ASN != 0 && p.ASN == p.LocalASN {
+		if p.ASN == 0 || p.ASN != p.LocalASN {
+			continue
+		}
+		switch {
+		case p.Policy.Prepend != nil && *p.Policy.Prepend > 0:
+			errs = append(errs, fmt.Errorf("%s.prepend: %d with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use %s.med or .localPref instead", field, *p.Policy.Prepend, i, p.ASN, field))
+		case p.Policy.Prepend == nil && c.Policy.Prepend > 0:
+			errs = append(errs, fmt.Errorf("policy.prepend: %d with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use policy.med or policy.localPref instead (or peers[%d].policy.prepend: 0)", c.Policy.Prepend, i, p.ASN, i))
+		case c.Policy.PriorityMode == policy.PriorityPrepend && c.Policy.Priority > 0:
 			errs = append(errs, fmt.Errorf("policy.priorityMode: prepend with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use priorityMode: med", i, p.ASN))
 		}
 	}
@@ -227,6 +243,36 @@ func decodeErrors(err error, settings map[string]any) []badValue {
 	}
 	walk(err)
 	return out
+}
+
+// wholeNumbersHook refuses what weak typing would silently mangle: a
+// negative number for an unsigned field (-1 would wrap to 4294967295) or a
+// fraction for an integer one (1.5 would become 1). Strings from the
+// environment still convert.
+func wholeNumbersHook(_, to reflect.Type, data any) (any, error) {
+	unsigned := false
+	switch to.Kind() {
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		unsigned = true
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if to == reflect.TypeOf(time.Duration(0)) {
+			return data, nil
+		}
+	default:
+		return data, nil
+	}
+	v := reflect.ValueOf(data)
+	switch v.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if unsigned && v.Int() < 0 {
+			return nil, fmt.Errorf("negative value for a uint field")
+		}
+	case reflect.Float32, reflect.Float64:
+		if f := v.Float(); f != math.Trunc(f) || (unsigned && f < 0) {
+			return nil, fmt.Errorf("fraction or negative value for an int field")
+		}
+	}
+	return data, nil
 }
 
 // flatten lists the leaves of a tree of joined errors.

@@ -40,6 +40,7 @@ func (o *operator) start(sp *speaker.Speaker) (stop func(), err error) {
 			stops[i](ctx)
 		}
 	}
+	o.metrics.ObserveDrained(func() bool { return sp.Status().Drained })
 	if addr := o.cfg.Metrics.Listen; addr != "" {
 		ms, err := o.metrics.Start(addr, o.log)
 		if err != nil {

@@ -43,7 +43,7 @@ func newRunCmd(environ []string) *cobra.Command {
 			// Optional: nothing in the routing path waits for the Kubernetes API.
 			kapi := newKubeAPI(cfg, log, envLookup(environ))
 			defer kapi.close()
-			router, err := peers.NewGoBGP(selectPeers(cmd.Context(), cfg.Peering, kapi.nodeInfo, log), vips, log)
+			router, err := peers.NewGoBGP(selectPeers(cmd.Context(), cfg.Peering, kapi.nodeInfo, log), cfg.Policy, vips, log)
 			if err != nil {
 				return fmt.Errorf("bgp: %w", err)
 			}

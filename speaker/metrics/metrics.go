@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,8 +60,8 @@ type Metrics struct {
 	peerState      *prometheus.GaugeVec
 	transitions    *prometheus.CounterVec
 	lastTransition prometheus.Gauge
-	drained        prometheus.Gauge
-	bfd            *bfdCollector // BFD sessions from the latest OnPeers
+	drained        atomic.Pointer[func() bool] // set by ObserveDrained
+	bfd            *bfdCollector               // BFD sessions from the latest OnPeers
 
 	mu        sync.Mutex
 	seenPeers map[string]bool
@@ -101,10 +102,6 @@ func New(version string, vips []netip.Prefix) *Metrics {
 			Name: "vipcast_last_transition_timestamp_seconds",
 			Help: "Unix time of the last change of decision.",
 		}),
-		drained: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "vipcast_drained",
-			Help: "1 while an operator has drained the node.",
-		}),
 		bfd:       newBFDCollector(),
 		seenPeers: map[string]bool{},
 	}
@@ -114,8 +111,20 @@ func New(version string, vips []netip.Prefix) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version},
 	})
 	build.Set(1)
+	// Read at scrape time: a drain is a flag, not a decision, and a drained
+	// node may show another reason (graceful-shutdown during the wait, or
+	// unhealthy) while it stays drained.
+	drained := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "vipcast_drained",
+		Help: "1 while an operator has drained the node (vipcast drain), whatever the current reason.",
+	}, func() float64 {
+		if f := m.drained.Load(); f != nil {
+			return b2f((*f)())
+		}
+		return 0
+	})
 	m.reg.MustRegister(m.vipAdvertised, m.vipAnnounced, m.checks, m.checkDuration, m.peerState,
-		m.transitions, m.lastTransition, m.drained, m.bfd, build,
+		m.transitions, m.lastTransition, drained, m.bfd, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, v := range vips {
 		m.vipAdvertised.WithLabelValues(v.String()).Set(0)
@@ -145,6 +154,13 @@ func (m *Metrics) OnProbe(r speaker.ProbeResult) {
 	m.checkDuration.Observe(r.Latency.Seconds())
 }
 
+// ObserveDrained makes vipcast_drained report drained() at each scrape.
+func (m *Metrics) ObserveDrained(drained func() bool) {
+	if m != nil {
+		m.drained.Store(&drained)
+	}
+}
+
 // OnTransition implements speaker.Observer.
 func (m *Metrics) OnTransition(t speaker.Transition, ds []speaker.Decision) {
 	if m == nil {
@@ -152,7 +168,6 @@ func (m *Metrics) OnTransition(t speaker.Transition, ds []speaker.Decision) {
 	}
 	m.transitions.WithLabelValues(string(t.To)).Inc()
 	m.lastTransition.Set(float64(t.At.UnixNano()) / 1e9)
-	m.drained.Set(b2f(t.To == speaker.ReasonDrained))
 	for _, d := range ds {
 		m.vipAdvertised.WithLabelValues(d.VIP.String()).Set(b2f(d.Advertised))
 		m.vipAnnounced.WithLabelValues(d.VIP.String()).Set(b2f(d.Announce))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,4 +222,42 @@ func TestNilMetricsIsSafe(t *testing.T) {
 	m.OnProbe(speaker.ProbeResult{})
 	m.OnTransition(speaker.Transition{}, nil)
 	m.OnPeers(nil)
+}
+
+// vipcast_drained follows the drain flag itself, not the reason: a drained
+// node in its graceful-shutdown wait, or unhealthy, still reads 1.
+func TestMetricsDrained(t *testing.T) {
+	m := metrics.New("test", []netip.Prefix{apitest.VIP})
+	srv, err := m.Start("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Stop(ctx)
+	})
+	url := "http://" + srv.Addr().String() + "/metrics"
+	get := func() float64 {
+		_, fams := scrape(t, url)
+		v, ok := value(fams, "vipcast_drained", nil)
+		if !ok {
+			t.Fatal("no vipcast_drained")
+		}
+		return v
+	}
+	if v := get(); v != 0 {
+		t.Errorf("before ObserveDrained: %v, want 0", v)
+	}
+	var drained atomic.Bool
+	m.ObserveDrained(drained.Load)
+	drained.Store(true)
+	m.OnTransition(speaker.Transition{At: time.Now(), From: speaker.ReasonDrained, To: speaker.ReasonGracefulShutdown}, nil)
+	if v := get(); v != 1 {
+		t.Errorf("drained, in the graceful-shutdown wait: %v, want 1", v)
+	}
+	drained.Store(false)
+	if v := get(); v != 0 {
+		t.Errorf("undrained: %v, want 0", v)
+	}
 }
