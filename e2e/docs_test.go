@@ -134,42 +134,51 @@ func TestNetworkTeamDoc(t *testing.T) {
 			l.WaitNexthops(t, v6, l.AllAddrs(v6), 20*time.Second)
 			l.HoldNexthops(t, v4, l.AllAddrs(v4), time.Second)
 
-			// RFC 8326: a node announcing 65535:0 keeps its path in the
-			// BGP table but leaves the ECMP set (local-pref 0).
+			// RFC 8326: a drained node re-announces with 65535:0; its path
+			// stays in the BGP table but leaves the ECMP set (local-pref
+			// 0). A long wait keeps it there until the undrain.
 			gshutNode := l.Node(3)
-			restartWithCommunities(t, l, gshutNode, append(slices.Clone(l.Opts.Communities), "65535:0"))
+			restartVipcast(t, gshutNode, func(c string) string {
+				out := strings.Replace(c, "gracefulShutdown: {enabled: false}", "gracefulShutdown: {enabled: true, wait: 5m}", 1)
+				if out == c {
+					t.Fatalf("no gracefulShutdown in the lab's vipcast config:\n%s", c)
+				}
+				return out
+			})
+			t.Cleanup(func() {
+				_, _ = gshutNode.Vipcast("undrain")
+				// SIGKILL: a SIGTERM would hold GSHUT for the 5m wait.
+				if _, err := gshutNode.KillVipcast(syscall.SIGKILL); err == nil {
+					_ = gshutNode.WaitVipcastExit(5 * time.Second)
+				}
+				if err := gshutNode.StartVipcast(); err != nil {
+					t.Error(err)
+				}
+			})
+			l.WaitNexthops(t, v4, l.AllAddrs(v4), 20*time.Second)
+			if out, err := gshutNode.Vipcast("drain", "--reason", "docs test"); err != nil {
+				t.Fatalf("vipcast drain: %v\n%s", err, out)
+			}
 			rest := l.Addrs(v4, l.Node(1), l.Node(2))
+			// By next hop: the doc's BIRD protocol names are not the lab's.
+			var seen []lab.Path
 			lab.WaitFor(t, "the GSHUT-tagged path in the router's BGP table", 15*time.Second, func() bool {
-				ps, err := l.RouterBGPPaths(v4)
-				return err == nil && len(ps) == 3
+				seen, _ = l.RouterBGPPaths(v4)
+				return slices.ContainsFunc(seen, func(pa lab.Path) bool { return pa.NextHop == gshutNode.Addr4 && hasGshut(pa) })
 			})
 			l.WaitNexthops(t, v4, rest, 5*time.Second)
 			l.HoldNexthops(t, v4, rest, 2*time.Second)
 			l.WaitNexthops(t, v6, l.Addrs(v6, l.Node(1), l.Node(2)), 5*time.Second)
+			if ps, err := l.RouterBGPPaths(v4); err != nil || len(ps) != 3 {
+				t.Errorf("router BGP paths during the drain: %+v (%v), want all 3 (the GSHUT one kept)", ps, err)
+			}
 
-			// Untagged again: back into ECMP.
-			restartWithCommunities(t, l, gshutNode, []string{"64512:100"})
+			// Undrained: untagged again, back into ECMP.
+			if out, err := gshutNode.Vipcast("undrain"); err != nil {
+				t.Fatalf("vipcast undrain: %v\n%s", err, out)
+			}
 			l.WaitNexthops(t, v4, l.AllAddrs(v4), 15*time.Second)
 		})
-	}
-}
-
-// restartWithCommunities restarts n's vipcast with policy.communities set
-// to cs (the lab writes node configs from l.Opts).
-func restartWithCommunities(t *testing.T, l *lab.Lab, n *lab.Node, cs []string) {
-	t.Helper()
-	if _, err := n.KillVipcast(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.WaitVipcastExit(15 * time.Second); err != nil {
-		t.Fatalf("vipcast SIGTERM: %v", err)
-	}
-	saved := l.Opts.Communities
-	l.Opts.Communities = cs
-	err := n.StartVipcast()
-	l.Opts.Communities = saved
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -55,6 +55,11 @@ type HealthConfig struct {
 	// Rise consecutive successes announce; Fall consecutive failures withdraw.
 	Rise int `mapstructure:"rise"`
 	Fall int `mapstructure:"fall"`
+	// TimeoutFall consecutive failures withdraw when every one of them was
+	// a timeout: an apiserver that answers slowly (CPU starvation, a GC
+	// pause) is not dead, while a refusal, a reset or an HTTP error is
+	// definite and needs only Fall.
+	TimeoutFall int `mapstructure:"timeoutFall"`
 }
 
 // DampingConfig suppresses a VIP whose health keeps flapping (RFC 2439
@@ -86,12 +91,13 @@ func Default() Config {
 	return Config{
 		Loopback: LoopbackConfig{Interface: "lo", OnWithdraw: OnWithdrawRemove, RemoveDelay: 500 * time.Millisecond},
 		Health: HealthConfig{
-			URL:        "https://127.0.0.1:6443/readyz",
-			ServerName: "kubernetes",
-			Interval:   100 * time.Millisecond,
-			Timeout:    80 * time.Millisecond,
-			Rise:       3,
-			Fall:       2,
+			URL:         "https://127.0.0.1:6443/readyz",
+			ServerName:  "kubernetes",
+			Interval:    100 * time.Millisecond,
+			Timeout:     80 * time.Millisecond,
+			Rise:        3,
+			Fall:        2,
+			TimeoutFall: 4,
 		},
 		Damping:  DampingConfig{HalfLife: 15 * time.Second, Suppress: 2.5, Reuse: 1},
 		Shutdown: ShutdownConfig{DrainPeriod: 2 * time.Second},
@@ -188,6 +194,8 @@ func (c Config) Validate() error {
 	}
 	if h.Fall < 1 || h.Fall > 100 {
 		add("health.fall: %d is out of range; use 1 to 100 (default 2)", h.Fall)
+	} else if h.TimeoutFall < h.Fall || h.TimeoutFall > 100 {
+		add("health.timeoutFall: %d is out of range; use health.fall (%d) to 100 (default 4): timeouts alone never withdraw sooner than other failures", h.TimeoutFall, h.Fall)
 	}
 	for _, f := range []struct{ name, path string }{{"health.caFile", h.CAFile}, {"health.tokenFile", h.TokenFile}, {"health.certFile", h.CertFile}, {"health.keyFile", h.KeyFile}} {
 		if f.path == "" {

@@ -117,6 +117,7 @@ func (p *HTTPProber) Probe(ctx context.Context) ProbeResult {
 	switch {
 	case err != nil:
 		r.Reason = classify(err, p.timeout)
+		r.TimedOut = isTimeout(err)
 	case code != http.StatusOK:
 		r.Reason = "HTTP " + strconv.Itoa(code)
 		if detail != "" {
@@ -206,11 +207,15 @@ func summarize(body []byte) string {
 	return pick
 }
 
+func isTimeout(err error) bool {
+	var netErr net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout()
+}
+
 // classify turns a probe error into a short, stable reason for logs, status
 // and metrics labels, without the URL and addresses the raw errors carry.
 func classify(err error, timeout time.Duration) string {
 	var (
-		netErr   net.Error
 		unknown  x509.UnknownAuthorityError
 		hostname x509.HostnameError
 		verify   *tls.CertificateVerificationError
@@ -219,7 +224,7 @@ func classify(err error, timeout time.Duration) string {
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+	case isTimeout(err):
 		return "timeout after " + timeout.String()
 	case errors.Is(err, context.Canceled):
 		return "canceled"

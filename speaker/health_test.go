@@ -194,12 +194,13 @@ var (
 
 // probeOutcome is a ProbeResult without its timing.
 type probeOutcome struct {
-	OK     bool
-	Code   int
-	Reason string
+	OK       bool
+	Code     int
+	Reason   string
+	TimedOut bool
 }
 
-func outcome(r ProbeResult) probeOutcome { return probeOutcome{r.OK, r.Code, r.Reason} }
+func outcome(r ProbeResult) probeOutcome { return probeOutcome{r.OK, r.Code, r.Reason, r.TimedOut} }
 
 func TestHTTPProberProbe(t *testing.T) {
 	ca, other := newProbeCA(t), newProbeCA(t)
@@ -234,9 +235,9 @@ func TestHTTPProberProbe(t *testing.T) {
 		}, cert: serving,
 			want: probeOutcome{Code: 302, Reason: `HTTP 302: <a href="https://elsewhere.example/">Found</a>.`}},
 		{name: "hang", handler: hangFor(t), cert: serving, cfg: func(c *HealthConfig) { c.Timeout = short },
-			want: probeOutcome{Reason: "timeout after 50ms"}},
+			want: probeOutcome{Reason: "timeout after 50ms", TimedOut: true}},
 		{name: "slow body", handler: slowBodyFor(t), cert: serving, cfg: func(c *HealthConfig) { c.Timeout = short },
-			want: probeOutcome{Code: 200, Reason: "timeout after 50ms"}},
+			want: probeOutcome{Code: 200, Reason: "timeout after 50ms", TimedOut: true}},
 		{name: "refused", refused: true,
 			want: probeOutcome{Reason: "connection refused"}},
 		{name: "unknown authority", handler: okHandler, cert: foreign,

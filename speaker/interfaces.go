@@ -17,6 +17,9 @@ type ProbeResult struct {
 	// Reason says why a probe failed ("connection refused", "timeout after
 	// 80ms", "HTTP 500", "tls: ...") and is "ok" on success.
 	Reason string
+	// TimedOut: no complete answer within the timeout. A slow apiserver is
+	// not a dead one, so such failures need health.timeoutFall in a row.
+	TimedOut bool
 }
 
 // Prober checks the local apiserver once. Probe must return within the

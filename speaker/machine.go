@@ -58,7 +58,10 @@ type Transition struct {
 // MachineConfig are the machine's knobs.
 type MachineConfig struct {
 	Rise, Fall int
-	Damping    DampingConfig
+	// TimeoutFall applies instead of Fall while every failure of the run
+	// is a timeout; below Fall (0 included) it is Fall.
+	TimeoutFall int
+	Damping     DampingConfig
 	// GracefulWait is how long a drain or shutdown keeps an announced VIP
 	// announced with GRACEFUL_SHUTDOWN before withdrawing; 0 withdraws at once.
 	GracefulWait time.Duration
@@ -75,6 +78,7 @@ type Machine struct {
 	healthy         bool
 	decided         bool // the hysteresis has produced a verdict at least once
 	okRun, failRun  int
+	definite        bool // a failure of the current run was not a timeout
 	lastProbe       ProbeResult
 	penalty         float64
 	penaltyAt       time.Time
@@ -93,6 +97,13 @@ func NewMachine(cfg MachineConfig, vips []netip.Prefix, now time.Time) *Machine 
 	return &Machine{cfg: cfg, vips: vips, reason: ReasonStarting, since: now}
 }
 
+func (m *Machine) fallNeeded() int {
+	if m.definite || m.cfg.TimeoutFall < m.cfg.Fall {
+		return m.cfg.Fall
+	}
+	return m.cfg.TimeoutFall
+}
+
 // Probe feeds one health-check result.
 func (m *Machine) Probe(r ProbeResult, now time.Time) *Transition {
 	m.lastProbe = r
@@ -102,8 +113,12 @@ func (m *Machine) Probe(r ProbeResult, now time.Time) *Transition {
 			m.healthy, m.decided = true, true
 		}
 	} else {
+		if m.failRun == 0 {
+			m.definite = false
+		}
 		m.failRun, m.okRun = m.failRun+1, 0
-		if (m.healthy || !m.decided) && m.failRun >= m.cfg.Fall {
+		m.definite = m.definite || !r.TimedOut
+		if (m.healthy || !m.decided) && m.failRun >= m.fallNeeded() {
 			if m.healthy {
 				m.addPenalty(now)
 			}
@@ -251,6 +266,9 @@ func (m *Machine) eval(now time.Time) *Transition {
 func (m *Machine) detail(r Reason, now time.Time) string {
 	switch r {
 	case ReasonUnhealthy:
+		if !m.definite && m.cfg.TimeoutFall > m.cfg.Fall {
+			return fmt.Sprintf("%d consecutive timeouts (timeoutFall %d), last: %s", m.failRun, m.cfg.TimeoutFall, m.lastProbe.Reason)
+		}
 		return fmt.Sprintf("%d consecutive failed probes, last: %s", m.failRun, m.lastProbe.Reason)
 	case ReasonHealthy, ReasonNoPeer:
 		return fmt.Sprintf("%d consecutive good probes", m.okRun)

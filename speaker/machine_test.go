@@ -10,7 +10,7 @@ import (
 )
 
 // step is one input to the machine; the script language keeps flap
-// sequences readable: "+" a good probe, "-" a failed one, "peer"/"nopeer",
+// sequences readable: "+" a good probe, "-" a failed one, "t" a timeout, "peer"/"nopeer",
 // "drain"/"undrain", "shutdown", "wait:<duration>", "tick".
 type step struct {
 	in   string
@@ -30,6 +30,8 @@ func run(t *testing.T, cfg MachineConfig, steps []step) {
 				m.Probe(ProbeResult{OK: true, Reason: "ok"}, now)
 			case in == "-":
 				m.Probe(ProbeResult{Reason: "connection refused"}, now)
+			case in == "t":
+				m.Probe(ProbeResult{Reason: "timeout after 80ms", TimedOut: true}, now)
 			case in == "peer", in == "nopeer":
 				m.SetPeerUp(in == "peer", now)
 			case in == "drain", in == "undrain":
@@ -132,6 +134,61 @@ func TestMachine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { run(t, tt.cfg, tt.steps) })
+	}
+}
+
+// Timeouts alone need TimeoutFall in a row; one definite failure in the
+// run brings Fall back.
+func TestMachineTimeoutFall(t *testing.T) {
+	cfg := MachineConfig{Rise: 3, Fall: 2, TimeoutFall: 4}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"timeouts need timeoutFall", []step{
+			{"peer + + +", "A:healthy"},
+			{"t t t", "A:healthy"},
+			{"t", "W:unhealthy"},
+		}},
+		{"a refusal after timeouts counts them", []step{
+			{"peer + + +", "A:healthy"},
+			{"t -", "W:unhealthy"},
+		}},
+		{"timeouts after a refusal count too", []step{
+			{"peer + + +", "A:healthy"},
+			{"- t", "W:unhealthy"},
+		}},
+		{"a good probe resets the run", []step{
+			{"peer + + +", "A:healthy"},
+			{"t t t + t t t +", "A:healthy"},
+			{"- + t t t", "A:healthy"},
+			{"t", "W:unhealthy"},
+		}},
+		{"timeoutFall below fall means fall", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.steps == nil {
+				run(t, MachineConfig{Rise: 3, Fall: 2}, []step{{"peer + + +", "A:healthy"}, {"t t", "W:unhealthy"}})
+				return
+			}
+			run(t, cfg, tt.steps)
+		})
+	}
+	m := NewMachine(cfg, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}, time.Unix(0, 0))
+	m.SetPeerUp(true, time.Unix(0, 0))
+	var tr *Transition
+	for i := range 7 {
+		r := ProbeResult{OK: true}
+		if i >= 3 {
+			r = ProbeResult{Reason: "timeout after 80ms", TimedOut: true}
+		}
+		if x := m.Probe(r, time.Unix(int64(i), 0)); x != nil {
+			tr = x
+		}
+	}
+	if tr == nil || tr.Detail != "4 consecutive timeouts (timeoutFall 4), last: timeout after 80ms" {
+		t.Errorf("last transition %+v, want one saying the timeouts reached timeoutFall", tr)
 	}
 }
 

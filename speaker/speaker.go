@@ -137,7 +137,7 @@ func (s *Speaker) Status() Status {
 }
 
 func (s *Speaker) newMachine() *Machine {
-	mc := MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, Damping: s.cfg.Damping}
+	mc := MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, TimeoutFall: s.cfg.Health.TimeoutFall, Damping: s.cfg.Damping}
 	if s.d.GracefulShutdown.Active() {
 		mc.GracefulWait = s.d.GracefulShutdown.Wait
 	}

@@ -51,7 +51,7 @@ func (o *operator) start(sp *speaker.Speaker) (stop func(), err error) {
 	}
 	api := apiserver.New(o.cfg.API, sp, apiserver.Options{
 		Version: version, ConfigDigest: configDigest(o.cfg),
-		Rise: o.cfg.Speaker.Health.Rise, Fall: o.cfg.Speaker.Health.Fall, Log: o.log,
+		Rise: o.cfg.Speaker.Health.Rise, Fall: o.cfg.Speaker.Health.Fall, TimeoutFall: o.cfg.Speaker.Health.TimeoutFall, Log: o.log,
 	})
 	if err := api.Start(); err != nil {
 		stop()

@@ -202,8 +202,12 @@ func printStatus(w io.Writer, st *apiv1.GetStatusResponse, now time.Time) {
 		}
 		last = r
 	}
-	fmt.Fprintf(w, "health: %d ok / %d failed in a row (rise %d, fall %d); last %d probes, oldest first: %s\n",
-		h.GetOkRun(), h.GetFailRun(), h.GetRise(), h.GetFall(), len(h.GetRecent()), marks.String())
+	thresholds := fmt.Sprintf("rise %d, fall %d", h.GetRise(), h.GetFall())
+	if h.GetTimeoutFall() > h.GetFall() {
+		thresholds += fmt.Sprintf(", %d if all timeouts", h.GetTimeoutFall())
+	}
+	fmt.Fprintf(w, "health: %d ok / %d failed in a row (%s); last %d probes, oldest first: %s\n",
+		h.GetOkRun(), h.GetFailRun(), thresholds, len(h.GetRecent()), marks.String())
 	if last != nil {
 		fmt.Fprintf(w, "last probe: %s in %s at %s\n", last.GetReason(), last.GetLatency().AsDuration(), last.GetAt().AsTime().Local().Format(time.TimeOnly+".000"))
 	}

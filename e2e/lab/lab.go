@@ -69,6 +69,7 @@ type Options struct {
 	HealthInterval time.Duration // default 100ms
 	HealthTimeout  time.Duration // default 80ms
 	Rise, Fall     int           // default 3, 2
+	TimeoutFall    int           // default 4, and never below Fall
 	// DampingHalfLife 0 disables damping (the lab default, so scenarios can
 	// fail the same node repeatedly).
 	DampingHalfLife time.Duration
@@ -133,6 +134,9 @@ func (o *Options) defaults() {
 	}
 	if o.Fall == 0 {
 		o.Fall = 2
+	}
+	if o.TimeoutFall == 0 {
+		o.TimeoutFall = max(4, o.Fall)
 	}
 	if o.Communities == nil {
 		o.Communities = []string{"64512:100"}

@@ -36,8 +36,8 @@ type Options struct {
 	Version string
 	// ConfigDigest identifies the effective configuration.
 	ConfigDigest string
-	// Rise and Fall are the health thresholds, for status.
-	Rise, Fall int
+	// Rise, Fall and TimeoutFall are the health thresholds, for status.
+	Rise, Fall, TimeoutFall int
 	Log        *slog.Logger
 }
 
@@ -372,7 +372,7 @@ func (s *Server) snapshot(now time.Time) *apiv1.GetStatusResponse {
 		DampingPenalty: st.Penalty,
 		Health: &apiv1.HealthStatus{
 			OkRun: int32(st.OKRun), FailRun: int32(st.FailRun),
-			Rise: int32(s.opt.Rise), Fall: int32(s.opt.Fall),
+			Rise: int32(s.opt.Rise), Fall: int32(s.opt.Fall), TimeoutFall: int32(s.opt.TimeoutFall),
 		},
 	}
 	for _, d := range st.Decisions {
@@ -383,7 +383,7 @@ func (s *Server) snapshot(now time.Time) *apiv1.GetStatusResponse {
 	}
 	for _, r := range st.RecentProbes {
 		out.Health.Recent = append(out.Health.Recent, &apiv1.ProbeResult{
-			At: ts(r.At), Latency: durationpb.New(r.Latency), Ok: r.OK, HttpCode: int32(r.Code), Reason: r.Reason,
+			At: ts(r.At), Latency: durationpb.New(r.Latency), Ok: r.OK, HttpCode: int32(r.Code), Reason: r.Reason, TimedOut: r.TimedOut,
 		})
 	}
 	for _, p := range st.Peers {

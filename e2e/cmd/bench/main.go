@@ -27,7 +27,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"slices"
 	"sort"
@@ -147,6 +146,7 @@ func main() {
 	noBFD := flag.Bool("no-bfd", false, "skip the BFD lab")
 	healthTimeout := flag.Duration("health-timeout", 80*time.Millisecond, "vipcast health.timeout (default: vipcast's own, 80ms)")
 	fall := flag.Int("fall", 2, "vipcast health.fall (default: vipcast's own, 2)")
+	timeoutFall := flag.Int("timeout-fall", 4, "vipcast health.timeoutFall (default: vipcast's own, 4; raised to -fall if below)")
 	phases := flag.String("phases", "footprint,apiserver,dead,client,bfd", "phases to run (comma-separated)")
 	flag.Parse()
 	want := map[string]bool{}
@@ -180,7 +180,7 @@ func main() {
 		Started: time.Now().UTC().Format(time.RFC3339), Router: string(r), Trials: *n, Quick: *quick,
 		Host: hostInfo(),
 		Settings: map[string]string{
-			"health": "interval 100ms, timeout 80ms, rise 3, fall 2 (vipcast defaults)",
+			"health": "interval 100ms, timeout 80ms, rise 3, fall 2, timeoutFall 4 (vipcast defaults)",
 			"bgp":    "hold 3s, keepalive 1s, connect retry 1s",
 			"kube-apiserver --shutdown-delay-duration": shutdownDelay.String(),
 			"loopback.removeDelay":                     "500ms",
@@ -192,8 +192,9 @@ func main() {
 	b := &bench{p: p, res: res, metrics: map[string]*Metric{}, n: *n, quick: *quick}
 
 	p.Logf("starting a 3-node %s lab (shutdown delay %v)", r, *shutdownDelay)
-	res.Settings["health"] = fmt.Sprintf("interval 100ms, timeout %v, rise 3, fall %d", *healthTimeout, *fall)
-	b.l = lab.New(p, lab.Options{Router: r, Nodes: 3, ShutdownDelay: *shutdownDelay, HealthTimeout: *healthTimeout, Fall: *fall})
+	base := lab.Options{Router: r, Nodes: 3, ShutdownDelay: *shutdownDelay, HealthTimeout: *healthTimeout, Fall: *fall, TimeoutFall: max(*timeoutFall, *fall)}
+	res.Settings["health"] = fmt.Sprintf("interval 100ms, timeout %v, rise 3, fall %d, timeoutFall %d", *healthTimeout, *fall, base.TimeoutFall)
+	b.l = lab.New(p, base)
 	mon, err := b.l.MonitorFIB(lab.VIP4)
 	if err != nil {
 		p.Fatal(err)
@@ -217,20 +218,17 @@ func main() {
 	b.l.Close()
 
 	if want["bfd"] {
-		if opts, ok := bfdOptions(r, *shutdownDelay, *healthTimeout, *fall); ok {
-			p.Logf("starting a 3-node %s lab with BFD (100ms x 3)", r)
-			b.l = lab.New(p, opts)
-			if b.mon, err = b.l.MonitorFIB(lab.VIP4); err != nil {
-				p.Fatal(err)
-			}
-			b.bfd = true
-			b.deadTrials("_bfd", opts)
-			res.Missed += b.mon.Missed()
-			b.mon.Close()
-			b.l.Close()
-		} else {
-			res.Notes = append(res.Notes, "T_dead with BFD not measured: lab.Options has no BFD option in this tree")
+		opts := bfdOptions(base)
+		p.Logf("starting a 3-node %s lab with BFD (100ms x 3)", r)
+		b.l = lab.New(p, opts)
+		if b.mon, err = b.l.MonitorFIB(lab.VIP4); err != nil {
+			p.Fatal(err)
 		}
+		b.bfd = true
+		b.deadTrials("_bfd", opts)
+		res.Missed += b.mon.Missed()
+		b.mon.Close()
+		b.l.Close()
 	}
 
 	res.Finished = time.Now().UTC().Format(time.RFC3339)
@@ -251,47 +249,10 @@ func main() {
 	}
 }
 
-// bfdOptions enables BFD (100ms x 3) through lab.Options' BFD field when
-// this tree's lab has one (it is added separately).
-func bfdOptions(r lab.Router, sd, healthTimeout time.Duration, fall int) (lab.Options, bool) {
-	o := lab.Options{Router: r, Nodes: 3, ShutdownDelay: sd, HealthTimeout: healthTimeout, Fall: fall}
-	f := reflect.ValueOf(&o).Elem().FieldByName("BFD")
-	if !f.IsValid() || !f.CanSet() {
-		return o, false
-	}
-	switch f.Kind() {
-	case reflect.Bool:
-		f.SetBool(true)
-	case reflect.Pointer:
-		v := reflect.New(f.Type().Elem())
-		setBFDStruct(v.Elem())
-		f.Set(v)
-	case reflect.Struct:
-		setBFDStruct(f)
-	default:
-		return o, false
-	}
-	return o, true
-}
-
-func setBFDStruct(v reflect.Value) {
-	if v.Kind() != reflect.Struct {
-		return
-	}
-	for i := 0; i < v.NumField(); i++ {
-		f, name := v.Field(i), strings.ToLower(v.Type().Field(i).Name)
-		if !f.CanSet() {
-			continue
-		}
-		switch {
-		case f.Kind() == reflect.Bool && (name == "enabled" || name == "enable"):
-			f.SetBool(true)
-		case f.Type() == reflect.TypeOf(time.Duration(0)) && strings.Contains(name, "interval"):
-			f.SetInt(int64(100 * time.Millisecond))
-		case f.Kind() == reflect.Int && (strings.Contains(name, "mult") || strings.Contains(name, "detect")):
-			f.SetInt(3)
-		}
-	}
+// bfdOptions is the BFD lab: 100ms x 3 at both ends.
+func bfdOptions(o lab.Options) lab.Options {
+	o.BFD = &lab.BFDOptions{Interval: 100 * time.Millisecond, Multiplier: 3}
+	return o
 }
 
 func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())/10) / 100 }

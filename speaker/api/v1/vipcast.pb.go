@@ -330,8 +330,11 @@ type HealthStatus struct {
 	OkRun   int32 `protobuf:"varint,2,opt,name=ok_run,json=okRun,proto3" json:"ok_run,omitempty"`
 	FailRun int32 `protobuf:"varint,3,opt,name=fail_run,json=failRun,proto3" json:"fail_run,omitempty"`
 	// rise and fall are the configured thresholds.
-	Rise          int32 `protobuf:"varint,4,opt,name=rise,proto3" json:"rise,omitempty"`
-	Fall          int32 `protobuf:"varint,5,opt,name=fall,proto3" json:"fall,omitempty"`
+	Rise int32 `protobuf:"varint,4,opt,name=rise,proto3" json:"rise,omitempty"`
+	Fall int32 `protobuf:"varint,5,opt,name=fall,proto3" json:"fall,omitempty"`
+	// timeout_fall applies instead of fall while every failure of the run is
+	// a timeout.
+	TimeoutFall   int32 `protobuf:"varint,6,opt,name=timeout_fall,json=timeoutFall,proto3" json:"timeout_fall,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +404,13 @@ func (x *HealthStatus) GetFall() int32 {
 	return 0
 }
 
+func (x *HealthStatus) GetTimeoutFall() int32 {
+	if x != nil {
+		return x.TimeoutFall
+	}
+	return 0
+}
+
 // ProbeResult is one health check.
 type ProbeResult struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -410,7 +420,9 @@ type ProbeResult struct {
 	// http_code is the HTTP status, 0 if no response arrived.
 	HttpCode int32 `protobuf:"varint,4,opt,name=http_code,json=httpCode,proto3" json:"http_code,omitempty"`
 	// reason is "ok" or why the probe failed.
-	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// timed_out: no complete answer within the timeout.
+	TimedOut      bool `protobuf:"varint,6,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -478,6 +490,13 @@ func (x *ProbeResult) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ProbeResult) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
 }
 
 // PeerStatus is one BGP session.
@@ -1090,19 +1109,21 @@ const file_v1_vipcast_proto_rawDesc = "" +
 	"advertised\x18\x03 \x01(\bR\n" +
 	"advertised\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x120\n" +
-	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x99\x01\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xbc\x01\n" +
 	"\fHealthStatus\x12/\n" +
 	"\x06recent\x18\x01 \x03(\v2\x17.vipcast.v1.ProbeResultR\x06recent\x12\x15\n" +
 	"\x06ok_run\x18\x02 \x01(\x05R\x05okRun\x12\x19\n" +
 	"\bfail_run\x18\x03 \x01(\x05R\afailRun\x12\x12\n" +
 	"\x04rise\x18\x04 \x01(\x05R\x04rise\x12\x12\n" +
-	"\x04fall\x18\x05 \x01(\x05R\x04fall\"\xb3\x01\n" +
+	"\x04fall\x18\x05 \x01(\x05R\x04fall\x12!\n" +
+	"\ftimeout_fall\x18\x06 \x01(\x05R\vtimeoutFall\"\xd0\x01\n" +
 	"\vProbeResult\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x123\n" +
 	"\alatency\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x0e\n" +
 	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x1b\n" +
 	"\thttp_code\x18\x04 \x01(\x05R\bhttpCode\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xba\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1b\n" +
+	"\ttimed_out\x18\x06 \x01(\bR\btimedOut\"\xba\x02\n" +
 	"\n" +
 	"PeerStatus\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x10\n" +

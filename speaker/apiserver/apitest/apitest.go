@@ -122,7 +122,7 @@ func Start(t testing.TB, o Options) *Env {
 		t.Fatal(err)
 	}
 	e.Speaker = sp
-	e.Server = apiserver.New(o.API, sp, apiserver.Options{Version: o.Version, ConfigDigest: "sha256:test", Rise: cfg.Health.Rise, Fall: cfg.Health.Fall})
+	e.Server = apiserver.New(o.API, sp, apiserver.Options{Version: o.Version, ConfigDigest: "sha256:test", Rise: cfg.Health.Rise, Fall: cfg.Health.Fall, TimeoutFall: cfg.Health.TimeoutFall})
 	if err := e.Server.Start(); err != nil {
 		t.Fatal(err)
 	}
