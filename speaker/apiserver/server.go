@@ -38,7 +38,7 @@ type Options struct {
 	ConfigDigest string
 	// Rise, Fall and TimeoutFall are the health thresholds, for status.
 	Rise, Fall, TimeoutFall int
-	Log        *slog.Logger
+	Log                     *slog.Logger
 }
 
 // Server owns the listeners and their gRPC servers.
