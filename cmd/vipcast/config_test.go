@@ -130,6 +130,8 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("health: {interval: 1x, rise: [1]}\npeers: 7\n"))
 	f.Add([]byte("peers: [[]]\nbgp: []\npolicy: {communities: 5}\n"))
 	f.Add([]byte("\x00: {"))
+	f.Add([]byte("bgp: {asn: 1}\npeers: [{address: 192.0.2.1, asn: 2, policy: {med: -1, prepend: 1.5, communities: [\"65535:0\"], localPref: 0}}]\npolicy: {priority: 9, priorityMode: prepend}\n"))
+	f.Add([]byte("health: {fall: 3, timeoutFall: 1e9}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = parseConfig(bytes.NewReader(data), []string{"VIPCAST_HEALTH_RISE=x"}, nil)
 	})
