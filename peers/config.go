@@ -51,6 +51,17 @@ type Peer struct {
 	// EBGPMultihop is the TTL for eBGP sessions that are not directly
 	// connected; 0 keeps the default of 1.
 	EBGPMultihop uint8 `mapstructure:"ebgpMultihop"`
+	// TTLSecurityHops turns on GTSM (RFC 5082): packets go out with TTL 255
+	// and only those arriving with TTL >= 256 - hops are accepted, so a
+	// spoofer more than hops away cannot reach the session. 0 (default)
+	// is off; 1 for a directly connected router. The router needs the same
+	// (FRR: neighbor X ttl-security hops 1).
+	TTLSecurityHops uint8 `mapstructure:"ttlSecurityHops"`
+	// GracefulRestart (RFC 4724) asks the router to keep this node's routes
+	// for RestartTime when the session drops without a notice (a vipcast
+	// crash), so traffic keeps flowing while vipcast restarts. Off by
+	// default: a route kept for a dead node is a black hole.
+	GracefulRestart GracefulRestartConfig `mapstructure:"gracefulRestart"`
 	// Families are the address families to negotiate: "ipv4", "ipv6".
 	// Empty means the family of Address.
 	Families []string `mapstructure:"families"`
@@ -81,6 +92,18 @@ type BFDConfig struct {
 	// Multiplier is the detect multiplier (default 3).
 	Multiplier uint8 `mapstructure:"multiplier"`
 }
+
+// GracefulRestartConfig is one peer's RFC 4724 capability.
+type GracefulRestartConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// RestartTime is how long the router keeps the routes after the session
+	// drops (whole seconds, at most 4095; default 30s).
+	RestartTime time.Duration `mapstructure:"restartTime"`
+}
+
+// DefaultRestartTime is short on purpose: a restarting vipcast is back in
+// ~2s, and the time bounds a black hole if the node is really gone.
+const DefaultRestartTime = 30 * time.Second
 
 // BFD defaults: 300ms x 3 is what most routers accept by default; use
 // 100ms x 3 for sub-second detection where the router allows it.
@@ -131,6 +154,9 @@ func (c Config) WithDefaults() Config {
 		}
 		if p.LocalASN == 0 {
 			p.LocalASN = c.BGP.ASN
+		}
+		if p.GracefulRestart.Enabled && p.GracefulRestart.RestartTime == 0 {
+			p.GracefulRestart.RestartTime = DefaultRestartTime
 		}
 		if p.BFD.Enabled {
 			if p.BFD.MinTx == 0 {
@@ -243,6 +269,20 @@ func (c Config) Validate() error {
 		}
 		if !p.BFD.Enabled && (p.BFD.MinTx != 0 || p.BFD.MinRx != 0 || p.BFD.Multiplier != 0) {
 			add("%s.bfd: timers set but enabled is false; set bfd.enabled: true or remove the timers", f)
+		}
+		if p.TTLSecurityHops > 254 {
+			add("%s.ttlSecurityHops: %d is out of range; use 1 for a directly connected router, at most 254, or 0 for off", f, p.TTLSecurityHops)
+		}
+		if p.TTLSecurityHops > 0 && p.EBGPMultihop > 0 {
+			add("%s: ttlSecurityHops %d and ebgpMultihop %d together; GTSM replaces multihop (packets leave with TTL 255), so set only ttlSecurityHops", f, p.TTLSecurityHops, p.EBGPMultihop)
+		}
+		if gr := p.GracefulRestart; gr.RestartTime != 0 {
+			switch {
+			case !gr.Enabled:
+				add("%s.gracefulRestart.restartTime: %v set but enabled is false; set enabled: true or remove restartTime", f, gr.RestartTime)
+			case gr.RestartTime < time.Second || gr.RestartTime > 4095*time.Second || gr.RestartTime%time.Second != 0:
+				add("%s.gracefulRestart.restartTime: %v is out of range; use whole seconds from 1s to 4095s (default 30s)", f, gr.RestartTime)
+			}
 		}
 		p.validateSelection(f, add)
 		if err := p.Policy.Validate(f + ".policy"); err != nil {

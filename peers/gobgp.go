@@ -402,14 +402,26 @@ func apiPeer(p Peer) (*api.Peer, error) {
 	if p.EBGPMultihop > 0 {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihop)}
 	}
+	if p.TTLSecurityHops > 0 {
+		// GoBGP then sends with TTL 255 and sets IP_MINTTL on the socket.
+		ap.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: 256 - uint32(p.TTLSecurityHops)}
+	}
+	gr := p.GracefulRestart.Enabled
+	if gr {
+		ap.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(p.GracefulRestart.RestartTime / time.Second)}
+	}
 	for _, f := range p.Families {
 		afi := api.Family_AFI_IP
 		if f == familyV6 {
 			afi = api.Family_AFI_IP6
 		}
-		ap.AfiSafis = append(ap.AfiSafis, &api.AfiSafi{Config: &api.AfiSafiConfig{
+		as := &api.AfiSafi{Config: &api.AfiSafiConfig{
 			Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true,
-		}})
+		}}
+		if gr {
+			as.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+		ap.AfiSafis = append(ap.AfiSafis, as)
 	}
 	return ap, nil
 }

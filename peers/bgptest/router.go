@@ -46,6 +46,10 @@ type RouterConfig struct {
 	PeerASN uint32
 	// Password is the TCP MD5 key the router expects.
 	Password string
+	// TTLSecurity turns on GTSM (TTL 255 out, minimum TTL 255 in).
+	TTLSecurity bool
+	// GracefulRestart advertises the RFC 4724 capability (helper).
+	GracefulRestart bool
 }
 
 // Router is a running test router. Its methods are safe for concurrent use.
@@ -117,7 +121,7 @@ func (r *Router) peer() *api.Peer {
 	fam := func(afi api.Family_Afi) *api.AfiSafi {
 		return &api.AfiSafi{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}
 	}
-	return &api.Peer{
+	p := &api.Peer{
 		Conf: &api.PeerConf{NeighborAddress: r.cfg.PeerAddress, PeerAsn: r.cfg.PeerASN, AuthPassword: r.cfg.Password},
 		// Passive: the router never dials; IdleHoldTimeAfterReset 1s lets a
 		// restarted vipcast reconnect without GoBGP's 30s default pause.
@@ -125,6 +129,28 @@ func (r *Router) peer() *api.Peer {
 		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3, ConnectRetry: 1, IdleHoldTimeAfterReset: 1}},
 		AfiSafis:  []*api.AfiSafi{fam(api.Family_AFI_IP), fam(api.Family_AFI_IP6)},
 	}
+	if r.cfg.TTLSecurity {
+		p.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: 255}
+	}
+	if r.cfg.GracefulRestart {
+		p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: 120, HelperOnly: true}
+		for _, a := range p.AfiSafis {
+			a.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+	}
+	return p
+}
+
+// PeerRestartTime is the graceful-restart time vipcast advertised in its
+// OPEN, as the router saw it; 0 without the capability or a session.
+func (r *Router) PeerRestartTime(ctx context.Context) (uint32, error) {
+	var t uint32
+	err := r.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		if gr := p.GetGracefulRestart(); gr != nil {
+			t = gr.GetPeerRestartTime()
+		}
+	})
+	return t, err
 }
 
 func freePort(addr string) (int, error) {

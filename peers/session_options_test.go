@@ -1,0 +1,62 @@
+package peers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/vipcast/vipcast/peers/bgptest"
+)
+
+// GTSM (RFC 5082) on both ends: the session comes up. On vipcast's end
+// only: the router's packets arrive with TTL < 255 and the kernel drops
+// them (IP_MINTTL), so the session never establishes.
+func TestGoBGPTTLSecurity(t *testing.T) {
+	t.Run("both ends", func(t *testing.T) {
+		r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, TTLSecurity: true})
+		g, _ := startVipcast(t, r, Peer{TTLSecurityHops: 1}, vip4)
+		waitPeer(t, g, "established", established)
+		r.WaitEstablished(t, true, wait)
+	})
+	t.Run("router without GTSM", func(t *testing.T) {
+		r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+		g, _ := startVipcast(t, r, Peer{TTLSecurityHops: 1}, vip4)
+		// Several connect attempts (connect retry 1s) must all fail.
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			ps, err := g.Peers(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ps[0].State == StateEstablished {
+				t.Fatal("established although the router sends with TTL < 255")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+// Graceful restart (RFC 4724): the capability with the configured restart
+// time reaches the router; without it the router sees none.
+func TestGoBGPGracefulRestartCapability(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		gr   GracefulRestartConfig
+		want uint32
+	}{
+		{"default restart time", GracefulRestartConfig{Enabled: true}, 30},
+		{"configured restart time", GracefulRestartConfig{Enabled: true, RestartTime: 90 * time.Second}, 90},
+		{"off", GracefulRestartConfig{}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, GracefulRestart: true})
+			g, _ := startVipcast(t, r, Peer{GracefulRestart: tt.gr}, vip4)
+			waitPeer(t, g, "established", established)
+			r.WaitEstablished(t, true, wait)
+			got, err := r.PeerRestartTime(context.Background())
+			if err != nil || got != tt.want {
+				t.Errorf("router sees restart time %d (%v), want %d", got, err, tt.want)
+			}
+		})
+	}
+}
