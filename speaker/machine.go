@@ -18,7 +18,7 @@ const (
 	// ReasonNoPeer: healthy and in the RIB, but no session is established,
 	// so no router hears it.
 	ReasonNoPeer Reason = "no-established-peer"
-	// ReasonUnhealthy: the last Fall probes failed.
+	// ReasonUnhealthy: the last Fall probes failed (TimeoutFall if all timed out).
 	ReasonUnhealthy Reason = "unhealthy"
 	// ReasonDamped: healthy again, but held back because health flapped.
 	ReasonDamped Reason = "damped"
