@@ -11,25 +11,6 @@ import (
 	"github.com/vipcast/vipcast/e2e/lab"
 )
 
-// withPeerPolicy gives the peer at address (as the lab writes it) a
-// peers[].policy block in a lab-generated config.
-func withPeerPolicy(t *testing.T, config, address, policy string) string {
-	t.Helper()
-	var out []string
-	found := false
-	for _, line := range strings.Split(config, "\n") {
-		if strings.HasPrefix(line, "  - {address: "+address+",") {
-			line = strings.Replace(line, "{", "{policy: "+policy+", ", 1)
-			found = true
-		}
-		out = append(out, line)
-	}
-	if !found {
-		t.Fatalf("no peer %s in the lab's vipcast config:\n%s", address, config)
-	}
-	return strings.Join(out, "\n")
-}
-
 // TestPerPeerPolicy: peers[].policy puts different attributes on two
 // sessions of one node (the IPv4 and the IPv6 peering with FRR), and a
 // reload that changes only one peer's policy reaches FRR without a session
@@ -43,8 +24,8 @@ func TestPerPeerPolicy(t *testing.T) {
 	var plain string
 	restartVipcast(t, n, func(c string) string {
 		plain = c
-		c = withPeerPolicy(t, c, v4peer, `{communities: ["64512:201"], med: 50, prepend: 2}`)
-		return withPeerPolicy(t, c, v6peer, `{communities: ["64512:206"]}`)
+		c = withPeerField(t, v4peer, `policy: {communities: ["64512:201"], med: 50, prepend: 2}`)(c)
+		return withPeerField(t, v6peer, `policy: {communities: ["64512:206"]}`)(c)
 	})
 	t.Cleanup(func() { _ = os.WriteFile(n.ConfigFile(), []byte(plain), 0o644) })
 	asn := fmt.Sprint(lab.NodeASN)
@@ -67,8 +48,8 @@ func TestPerPeerPolicy(t *testing.T) {
 
 	// Reload (file watch) with only the IPv4 peer's policy changed.
 	est0, drop0 := frrConnections(t, l, n.Addr4.String())
-	c := withPeerPolicy(t, plain, v4peer, `{med: 70}`)
-	c = withPeerPolicy(t, c, v6peer, `{communities: ["64512:206"]}`)
+	c := withPeerField(t, v4peer, `policy: {med: 70}`)(plain)
+	c = withPeerField(t, v6peer, `policy: {communities: ["64512:206"]}`)(c)
 	if err := os.WriteFile(n.ConfigFile(), []byte(c), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -31,14 +31,25 @@ func restartVipcast(t *testing.T, n *lab.Node, edit func(string) string) {
 	}
 }
 
-// withNodeCIDRs adds nodeCIDRs to every peer of a lab-generated config.
-func withNodeCIDRs(t *testing.T, cidrs string) func(string) string {
+// withPeerField adds a field (e.g. "ttlSecurityHops: 1") to the peer at
+// address in a lab-generated config, as the lab writes it (IPv6 quoted), or
+// to every peer when address is "".
+func withPeerField(t *testing.T, address, field string) func(string) string {
 	return func(config string) string {
-		out := strings.ReplaceAll(config, "  - {address: ", "  - {nodeCIDRs: ["+cidrs+"], address: ")
-		if out == config {
-			t.Errorf("no peer line in the lab's vipcast config:\n%s", config)
+		t.Helper()
+		var out []string
+		found := false
+		for _, line := range strings.Split(config, "\n") {
+			if strings.HasPrefix(line, "  - {address: "+address) && (address == "" || strings.HasPrefix(line, "  - {address: "+address+",")) {
+				line = strings.Replace(line, "{", "{"+field+", ", 1)
+				found = true
+			}
+			out = append(out, line)
 		}
-		return out
+		if !found {
+			t.Errorf("no peer %q in the lab's vipcast config:\n%s", address, config)
+		}
+		return strings.Join(out, "\n")
 	}
 }
 
@@ -57,7 +68,7 @@ func TestPeerSelection(t *testing.T) {
 			l.WaitAllRouted(t, 30*time.Second)
 		})
 		logStart := len(n.LogRecords())
-		restartVipcast(t, n, withNodeCIDRs(t, "198.51.100.0/26"))
+		restartVipcast(t, n, withPeerField(t, "", "nodeCIDRs: [198.51.100.0/26]"))
 		others := l.Addrs(v4, l.Except(n)...)
 		l.WaitNexthops(t, v4, others, 5*time.Second)
 		// Several connect retries (1s) and a rise later: still no session.
@@ -90,7 +101,7 @@ func TestPeerSelection(t *testing.T) {
 			restartVipcast(t, n, nil)
 			l.WaitAllRouted(t, 30*time.Second)
 		})
-		restartVipcast(t, n, withNodeCIDRs(t, "198.51.100.0/26, 192.0.2.0/26"))
+		restartVipcast(t, n, withPeerField(t, "", "nodeCIDRs: [198.51.100.0/26, 192.0.2.0/26]"))
 		l.WaitAllRouted(t, 30*time.Second)
 		checkPaths(t, l, v4, l.Nodes())
 	})

@@ -10,18 +10,6 @@ import (
 	"github.com/vipcast/vipcast/e2e/lab"
 )
 
-// withPeerOption adds an option (e.g. "ttlSecurityHops: 1") to the IPv4
-// peer of a lab-generated config.
-func withPeerOption(t *testing.T, option string) func(string) string {
-	return func(c string) string {
-		out := strings.Replace(c, "  - {address: "+lab.RouterAddr4.String()+",", "  - {"+option+", address: "+lab.RouterAddr4.String()+",", 1)
-		if out == c {
-			t.Errorf("no IPv4 peer in the lab's vipcast config:\n%s", c)
-		}
-		return out
-	}
-}
-
 // neverEstablished watches n's session with the router for d.
 func neverEstablished(t *testing.T, l *lab.Lab, n *lab.Node, d time.Duration, why string) {
 	t.Helper()
@@ -50,7 +38,7 @@ func TestTTLSecurity(t *testing.T) {
 		}
 		// FRR resets the session itself on a ttl-security change.
 	}
-	gtsm := withPeerOption(t, "ttlSecurityHops: 1")
+	gtsm := withPeerField(t, lab.RouterAddr4.String(), "ttlSecurityHops: 1")
 
 	frr(fmt.Sprintf("neighbor %s ttl-security hops 1", n.Addr4))
 	restartVipcast(t, n, nil)
@@ -84,7 +72,7 @@ func TestGracefulRestart(t *testing.T) {
 		}
 		restartVipcast(t, n, nil)
 	})
-	restartVipcast(t, n, withPeerOption(t, "gracefulRestart: {enabled: true, restartTime: 20s}"))
+	restartVipcast(t, n, withPeerField(t, lab.RouterAddr4.String(), "gracefulRestart: {enabled: true, restartTime: 20s}"))
 	l.WaitNexthops(t, v4, l.AllAddrs(v4), 20*time.Second)
 	caps, err := l.RouterVtysh("-c", "show bgp neighbors "+n.Addr4.String()+" json")
 	if err != nil || !strings.Contains(caps, `"remoteGrMode":"Restart"`) {
