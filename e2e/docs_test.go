@@ -161,10 +161,9 @@ func TestNetworkTeamDoc(t *testing.T) {
 			}
 			rest := l.Addrs(v4, l.Node(1), l.Node(2))
 			// By next hop: the doc's BIRD protocol names are not the lab's.
-			var seen []lab.Path
 			lab.WaitFor(t, "the GSHUT-tagged path in the router's BGP table", 15*time.Second, func() bool {
-				seen, _ = l.RouterBGPPaths(v4)
-				return slices.ContainsFunc(seen, func(pa lab.Path) bool { return pa.NextHop == gshutNode.Addr4 && hasGshut(pa) })
+				paths, _ := l.RouterBGPPaths(v4)
+				return slices.ContainsFunc(paths, func(pa lab.Path) bool { return pa.NextHop == gshutNode.Addr4 && hasGshut(pa) })
 			})
 			l.WaitNexthops(t, v4, rest, 5*time.Second)
 			l.HoldNexthops(t, v4, rest, 2*time.Second)
