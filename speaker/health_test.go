@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/big"
@@ -472,10 +473,18 @@ func TestHTTPProberNoLeaks(t *testing.T) {
 			t.Fatalf("probe %d: %+v, want a timeout", i, r)
 		}
 	}
-	waitFor(t, "every timed-out connection to be opened and closed", func() bool {
+	// Under load a probe can time out before it dials, and a dial that
+	// finishes after its probe gave up may park its connection in the idle
+	// pool (MaxIdleConns 1). So the count of connections is not exact; what
+	// must hold is that timed-out connections do not pile up.
+	hangCounts := func() string {
+		o, c := hangConns.counts()
+		return fmt.Sprintf("hang server: %d opened, %d closed", o, c)
+	}
+	waitFor(t, "timed-out connections to be closed, at most one idle one left", func() bool {
 		opened, closed := hangConns.counts()
-		return opened == hangProbes && closed == hangProbes
-	})
+		return opened <= hangProbes && opened-closed <= 1
+	}, hangCounts)
 
 	okProber.Close()
 	hangProber.Close()
@@ -486,10 +495,13 @@ func TestHTTPProberNoLeaks(t *testing.T) {
 
 // waitFor polls cond until it holds or a deadline passes, then fails with a
 // goroutine dump, which is what a leak needs to be found.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t *testing.T, what string, cond func() bool, extra ...func() string) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); !cond(); {
 		if time.Now().After(deadline) {
+			for _, e := range extra {
+				t.Log(e())
+			}
 			buf := make([]byte, 1<<20)
 			t.Fatalf("timed out waiting for %s; goroutines:\n%s", what, buf[:runtime.Stack(buf, true)])
 		}
