@@ -509,3 +509,63 @@ func waitFor(t *testing.T, what string, cond func() bool, extra ...func() string
 		time.Sleep(time.Millisecond) // a poll interval, not synchronisation
 	}
 }
+
+// TestHTTPProberHearsClose: the apiserver closing the idle kept-alive
+// connection is news at once; the prober closing its own is not.
+func TestHTTPProberHearsClose(t *testing.T) {
+	ca := newProbeCA(t)
+	cert := ca.issue(t, "kube-apiserver", []string{"kubernetes"}, []net.IP{net.IPv4(127, 0, 0, 1)}, x509.ExtKeyUsageServerAuth)
+	srv, conns := startProbeServer(t, okHandler, cert, nil)
+	p := newTestProber(t, HealthConfig{URL: srv.URL, CAFile: ca.file, ServerName: "kubernetes", Timeout: 2 * time.Second})
+	pending := func() bool {
+		select {
+		case <-p.Closed():
+			return true
+		default:
+			return false
+		}
+	}
+	probeOK := func() {
+		t.Helper()
+		if r := p.Probe(t.Context()); !r.OK {
+			t.Fatalf("probe: %+v", r)
+		}
+	}
+
+	probeOK()
+	p.Close() // our own close
+	waitFor(t, "the server to see the prober's close", func() bool { _, c := conns.counts(); return c == 1 })
+	if pending() {
+		t.Fatal("Closed() fired for a connection the prober closed itself")
+	}
+
+	probeOK()
+	srv.CloseClientConnections() // what a crash does to the idle connection
+	waitFor(t, "Closed() to fire after the server closed the idle connection", pending)
+
+	// The next probe dials afresh and still works.
+	probeOK()
+	if opened, _ := conns.counts(); opened != 3 {
+		t.Errorf("%d connections opened, want 3", opened)
+	}
+}
+
+// TestHTTPProberHearsCloseOverHTTP is the same over plain HTTP, which the
+// transport dials without TLS.
+func TestHTTPProberHearsCloseOverHTTP(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(okHandler))
+	t.Cleanup(srv.Close)
+	p := newTestProber(t, HealthConfig{URL: srv.URL, Timeout: 2 * time.Second})
+	if r := p.Probe(t.Context()); !r.OK {
+		t.Fatalf("probe: %+v", r)
+	}
+	srv.CloseClientConnections()
+	waitFor(t, "Closed() to fire", func() bool {
+		select {
+		case <-p.Closed():
+			return true
+		default:
+			return false
+		}
+	})
+}

@@ -28,6 +28,14 @@ type Prober interface {
 	Probe(ctx context.Context) ProbeResult
 }
 
+// ClosingProber is a Prober that also hears when the apiserver closes a
+// connection it keeps alive, so a crash is probed at once instead of at
+// the next interval.
+type ClosingProber interface {
+	Prober
+	Closed() <-chan struct{}
+}
+
 // Addresses manages the VIP addresses on the loopback interface.
 type Addresses interface {
 	// Add puts vip on the interface; adding a present VIP is not an error.

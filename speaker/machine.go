@@ -62,6 +62,10 @@ type MachineConfig struct {
 	// is a timeout; below Fall (0 included) it is Fall.
 	TimeoutFall int
 	Damping     DampingConfig
+	// Interval is the time between probe starts; ConfirmInterval replaces
+	// it after a definite failure that has not yet reached Fall. Zero
+	// values leave the schedule to the caller (NextProbe returns zero).
+	Interval, ConfirmInterval time.Duration
 	// GracefulWait is how long a drain or shutdown keeps an announced VIP
 	// announced with GRACEFUL_SHUTDOWN before withdrawing; 0 withdraws at once.
 	GracefulWait time.Duration
@@ -126,6 +130,28 @@ func (m *Machine) Probe(r ProbeResult, now time.Time) *Transition {
 		}
 	}
 	return m.eval(now)
+}
+
+// NextProbe is when the next probe should start: an interval after the
+// last one, or a confirmation interval after a definite failure while the
+// verdict can still flip on it. A run of timeouts keeps the full interval
+// (slow is not dead), and so does a node already unhealthy, so a dead
+// apiserver is not probed faster than a live one. Zero before any probe.
+func (m *Machine) NextProbe() time.Time {
+	r := m.lastProbe
+	if r.At.IsZero() {
+		return time.Time{}
+	}
+	if !r.OK && !r.TimedOut && m.ConfirmPending() && m.cfg.ConfirmInterval > 0 {
+		return r.At.Add(min(m.cfg.ConfirmInterval, m.cfg.Interval))
+	}
+	return r.At.Add(m.cfg.Interval)
+}
+
+// ConfirmPending: failures are accruing toward a withdraw that has not
+// happened yet.
+func (m *Machine) ConfirmPending() bool {
+	return m.failRun > 0 && (m.healthy || !m.decided) && m.failRun < m.fallNeeded()
 }
 
 // SetDrained records an operator drain or undrain.

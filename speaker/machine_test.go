@@ -241,3 +241,52 @@ func TestSuppressedUntil(t *testing.T) {
 		t.Fatalf("still withdrawn at %v with penalty %.3f", until, m.Penalty(until))
 	}
 }
+
+func TestNextProbe(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	cfg := MachineConfig{Rise: 2, Fall: 3, TimeoutFall: 4, Interval: 100 * time.Millisecond, ConfirmInterval: 20 * time.Millisecond}
+	ok := ProbeResult{OK: true, Reason: "ok"}
+	refused := ProbeResult{Reason: "connection refused"}
+	timeout := ProbeResult{Reason: "timeout after 80ms", TimedOut: true}
+	tests := []struct {
+		name   string
+		probes []ProbeResult
+		want   time.Duration // after the last probe's start
+	}{
+		{"healthy", []ProbeResult{ok, ok, ok}, 100 * time.Millisecond},
+		{"first definite failure confirms fast", []ProbeResult{ok, ok, refused}, 20 * time.Millisecond},
+		{"second definite failure still confirms fast", []ProbeResult{ok, ok, refused, refused}, 20 * time.Millisecond},
+		{"withdrawn: back to the interval", []ProbeResult{ok, ok, refused, refused, refused}, 100 * time.Millisecond},
+		{"still failing after the withdraw", []ProbeResult{ok, ok, refused, refused, refused, refused}, 100 * time.Millisecond},
+		{"a timeout is not definite", []ProbeResult{ok, ok, timeout}, 100 * time.Millisecond},
+		{"a definite failure after a timeout confirms fast", []ProbeResult{ok, ok, timeout, refused}, 20 * time.Millisecond},
+		{"starting: a failure confirms fast", []ProbeResult{refused}, 20 * time.Millisecond},
+		{"recovering: successes keep the interval", []ProbeResult{refused, refused, refused, ok}, 100 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewMachine(cfg, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}, t0)
+			if got := m.NextProbe(); !got.IsZero() {
+				t.Errorf("NextProbe() before any probe = %v, want zero", got)
+			}
+			at := t0
+			for _, r := range tt.probes {
+				at = at.Add(7 * time.Millisecond)
+				r.At = at
+				m.Probe(r, at)
+			}
+			if got := m.NextProbe().Sub(at); got != tt.want {
+				t.Errorf("NextProbe() = last probe + %v, want + %v", got, tt.want)
+			}
+		})
+	}
+	t.Run("confirmInterval above interval is capped", func(t *testing.T) {
+		c := cfg
+		c.ConfirmInterval = time.Second
+		m := NewMachine(c, nil, t0)
+		m.Probe(ProbeResult{At: t0, Reason: "connection refused"}, t0)
+		if got := m.NextProbe().Sub(t0); got != c.Interval {
+			t.Errorf("NextProbe() = + %v, want the interval %v", got, c.Interval)
+		}
+	})
+}

@@ -137,7 +137,8 @@ func (s *Speaker) Status() Status {
 }
 
 func (s *Speaker) newMachine() *Machine {
-	mc := MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, TimeoutFall: s.cfg.Health.TimeoutFall, Damping: s.cfg.Damping}
+	mc := MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, TimeoutFall: s.cfg.Health.TimeoutFall, Damping: s.cfg.Damping,
+		Interval: s.cfg.Health.Interval, ConfirmInterval: s.cfg.Health.ConfirmInterval}
 	if s.d.GracefulShutdown.Active() {
 		mc.GracefulWait = s.d.GracefulShutdown.Wait
 	}
@@ -173,9 +174,10 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	results := make(chan ProbeResult)
+	nextProbe := make(chan time.Time, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); s.probeLoop(probeCtx, results) }()
+	go func() { defer wg.Done(); s.probeLoop(probeCtx, results, nextProbe) }()
 	defer func() { stopProbes(); wg.Wait() }()
 
 	peerTick := time.NewTicker(peerPoll)
@@ -233,6 +235,7 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 			tr = m.Tick(s.d.Now())
 		case r := <-results:
 			tr = m.Probe(r, s.d.Now())
+			nextProbe <- m.NextProbe()
 			s.noteProbe(r)
 			if _, fail := m.Counters(); fail == 1 {
 				log.Warn("health probe failed", "reason", r.Reason, "latency", r.Latency)
@@ -271,9 +274,16 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 	}
 }
 
-func (s *Speaker) probeLoop(ctx context.Context, out chan<- ProbeResult) {
-	t := time.NewTicker(s.cfg.Health.Interval)
-	defer t.Stop()
+// probeLoop probes when the machine says (next, answered for every result)
+// or at once when the prober hears the apiserver close its connection.
+func (s *Speaker) probeLoop(ctx context.Context, out chan<- ProbeResult, next <-chan time.Time) {
+	var closed <-chan struct{}
+	if cp, ok := s.d.Prober.(ClosingProber); ok {
+		closed = cp.Closed()
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	woken := false // this probe was started by a close, not by the schedule
 	for {
 		r := s.d.Prober.Probe(ctx)
 		select {
@@ -281,10 +291,35 @@ func (s *Speaker) probeLoop(ctx context.Context, out chan<- ProbeResult) {
 		case <-ctx.Done():
 			return
 		}
-		// A probe slower than the interval is followed at once by the
-		// next: the ticker keeps one tick pending.
+		var at time.Time
 		select {
-		case <-t.C:
+		case at = <-next:
+		case <-ctx.Done():
+			return
+		}
+		if at.IsZero() {
+			at = r.At.Add(s.cfg.Health.Interval)
+		}
+		// A close heard during the probe was the probe's own connection
+		// failing, which its result already says.
+		select {
+		case <-closed:
+		default:
+		}
+		// A close that proved a false alarm (a server that closes idle
+		// connections) is not heeded again before the scheduled probe, so
+		// such a server costs at most one extra probe per interval.
+		wake := closed
+		if woken && r.OK {
+			wake = nil
+		}
+		timer.Reset(max(at.Sub(s.d.Now()), 0))
+		select {
+		case <-timer.C:
+			woken = false
+		case <-wake:
+			woken = true
+			timer.Stop() // since Go 1.23 no stale tick can follow
 		case <-ctx.Done():
 			return
 		}

@@ -338,3 +338,40 @@ func TestNewRequiresDeps(t *testing.T) {
 		t.Fatal("New with no deps succeeded")
 	}
 }
+
+// closingProber is a switchProber whose connection the test can "close".
+type closingProber struct {
+	switchProber
+	closed chan struct{}
+	probes atomic.Int64
+}
+
+func (p *closingProber) Probe(ctx context.Context) ProbeResult {
+	p.probes.Add(1)
+	return p.switchProber.Probe(ctx)
+}
+func (p *closingProber) Closed() <-chan struct{} { return p.closed }
+
+// TestCrashIsProbedAtOnce: with an hour between scheduled probes, only a
+// close heard on the connection and the fast confirmation of a definite
+// failure can withdraw the VIP within the test's deadline.
+func TestCrashIsProbedAtOnce(t *testing.T) {
+	cfg := testConfig()
+	cfg.Health.Interval = time.Hour
+	cfg.Health.ConfirmInterval = 5 * time.Millisecond
+	cfg.Health.Rise, cfg.Health.Fall = 1, 2
+	p := &closingProber{closed: make(chan struct{}, 1)}
+	p.ok.Store(true)
+	h := startWith(t, cfg, func(d *Deps) { d.Prober = p })
+	h.eventually("announced after the first probe", h.announced)
+	if n := p.probes.Load(); n != 1 {
+		t.Fatalf("%d probes before any close, want 1", n)
+	}
+
+	p.ok.Store(false)
+	p.closed <- struct{}{} // the apiserver died: its connection closed
+	h.eventually("withdrawn: a probe at once, confirmed fast", h.withdrawn)
+	if n := p.probes.Load(); n != 3 {
+		t.Errorf("%d probes, want 3: the first, the one the close started and its confirmation", n)
+	}
+}
