@@ -14,7 +14,7 @@ IMAGE_REPO ?= ghcr.io/vipcast/vipcast
 IMAGE_TAG  ?= $(VERSION)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null)
-APT_PKGS   := frr bird2 etcd-server iputils-ping socat tcpdump openssl iproute2 procps
+APT_PKGS   := frr bird2 etcd-server iputils-ping socat tcpdump openssl iproute2 procps containerd runc
 
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
