@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Where the static pod finds its configuration inside the container; the
-// Helm chart mounts its ConfigMap at the same place.
-const containerConfigPath = "/etc/vipcast/config.yaml"
+// Where the static pod finds its configuration inside the container: where
+// the Helm chart mounts its ConfigMap and the image's CMD looks.
+const containerConfigPath = "/etc/vipcast/config/config.yaml"
 
 // newManifestCmd is "vipcast manifest"; its one subcommand so far is
 // static-pod.
@@ -81,7 +81,7 @@ VIPCAST_* variables (the pod does not get them).`,
 	f.StringVarP(&o.config, "config", "c", "", "vipcast configuration file to validate and describe (required)")
 	_ = cmd.MarkFlagRequired("config")
 	f.StringVar(&o.image, "image", defaultImage(), "container image")
-	f.StringVar(&o.configHostPath, "config-host-path", containerConfigPath, "where the configuration file will be on the node")
+	f.StringVar(&o.configHostPath, "config-host-path", "/etc/vipcast/config.yaml", "where the configuration file will be on the node")
 	f.Uint16Var(&o.probePort, "probe-port", 0, "port of vipcast's gRPC health service (api.healthListen) for kubelet probes; 0: no probes")
 	f.BoolVar(&o.nonRoot, "non-root", false, "run as UID --non-root-uid; the image's binary must carry cap_net_admin+ep and the mounted files must be readable by that UID (docs/install.md)")
 	f.Int64Var(&o.nonRootUID, "non-root-uid", 65532, "UID and GID with --non-root")
