@@ -85,7 +85,7 @@ func check(w io.Writer, render, staticConfig []byte) (int, error) {
 		case "DaemonSet":
 			var ds appsv1.DaemonSet
 			if err := yaml.UnmarshalStrict(doc, &ds); err != nil {
-				return 0, fmt.Errorf("DaemonSet: %w", err)
+				return 0, fmt.Errorf("daemonset: %w", err)
 			}
 			pods = append(pods, struct {
 				name string
@@ -94,7 +94,7 @@ func check(w io.Writer, render, staticConfig []byte) (int, error) {
 		case "Pod":
 			var p corev1.Pod
 			if err := yaml.UnmarshalStrict(doc, &p); err != nil {
-				return 0, fmt.Errorf("Pod: %w", err)
+				return 0, fmt.Errorf("pod: %w", err)
 			}
 			pods = append(pods, struct {
 				name string
@@ -103,7 +103,7 @@ func check(w io.Writer, render, staticConfig []byte) (int, error) {
 		case "ConfigMap":
 			var cm corev1.ConfigMap
 			if err := yaml.UnmarshalStrict(doc, &cm); err != nil {
-				return 0, fmt.Errorf("ConfigMap: %w", err)
+				return 0, fmt.Errorf("configmap: %w", err)
 			}
 			for k, v := range cm.Data {
 				configMaps[cm.Name+"/"+k] = v
