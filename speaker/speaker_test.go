@@ -73,6 +73,18 @@ func (m *memAddrs) Cleanup(vips []netip.Prefix) error {
 	return nil
 }
 
+func (m *memAddrs) Missing(vips []netip.Prefix) ([]netip.Prefix, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []netip.Prefix
+	for _, v := range vips {
+		if !m.present[v] {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
 func (m *memAddrs) has(v netip.Prefix) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
