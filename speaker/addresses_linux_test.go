@@ -492,3 +492,62 @@ func (r *slogRecorder) records(t *testing.T) []map[string]any {
 	}
 	return out
 }
+
+// A VIP deleted by someone else (RTM_DELADDR) reaches the watcher, Missing
+// names what is gone, and the watch stops when its context ends.
+func TestLoopbackWatchRemovals(t *testing.T) {
+	l, ns, h := newTestLoopback(t, nil)
+	l.ns = &ns
+	v4 := netip.MustParsePrefix("203.0.113.10/32")
+	v6 := netip.MustParsePrefix("2001:db8:ffff::10/128")
+	for _, v := range []netip.Prefix{v4, v6} {
+		if err := l.Add(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	removed := make(chan netip.Prefix)
+	done := make(chan error, 1)
+	go func() { done <- l.WatchRemovals(ctx, removed) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("WatchRemovals: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("WatchRemovals did not return after cancel")
+		}
+	})
+	if got, err := l.Missing([]netip.Prefix{v4, v6}); err != nil || len(got) != 0 {
+		t.Fatalf("Missing before any delete = %v, %v; want none", got, err)
+	}
+	// The subscription is set up asynchronously: delete until an event
+	// arrives (each round re-adds first), never sleep-and-hope.
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for got := false; !got; {
+		if time.Now().After(deadline) {
+			t.Fatal("no removal reported within 5s")
+		}
+		_ = l.Add(v6)
+		if err := h.AddrDel(lo, &netlink.Addr{IPNet: ipNet(v6)}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case p := <-removed:
+			if p != v6 {
+				t.Fatalf("reported %s, want %s", p, v6)
+			}
+			got = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if got, err := l.Missing([]netip.Prefix{v4, v6}); err != nil || !slices.Equal(got, []netip.Prefix{v6}) {
+		t.Errorf("Missing = %v, %v; want [%s]", got, err, v6)
+	}
+}
