@@ -291,7 +291,11 @@ func (l *Loopback) WatchRemovals(ctx context.Context, removed chan<- netip.Prefi
 		done := make(chan struct{})
 		opts := netlink.AddrSubscribeOptions{
 			Namespace:     l.ns,
-			ErrorCallback: func(err error) { l.log.Warn("address watch", "err", err) },
+			ErrorCallback: func(err error) {
+				if ctx.Err() == nil { // closing the subscription is no failure
+					l.log.Warn("address watch", "err", err)
+				}
+			},
 		}
 		if err := netlink.AddrSubscribeWithOptions(ch, done, opts); err != nil {
 			if first {
