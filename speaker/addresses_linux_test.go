@@ -551,3 +551,40 @@ func TestLoopbackWatchRemovals(t *testing.T) {
 		t.Errorf("Missing = %v, %v; want [%s]", got, err, v6)
 	}
 }
+
+// The speaker on a real lo: a VIP deleted with netlink behind its back
+// (`ip addr del`) is back within the watch's latency, long before the
+// 1 s periodic check, and the route is never withdrawn.
+func TestSpeakerPutsBackVIPDeletedFromRealLo(t *testing.T) {
+	l, ns, h := newTestLoopback(t, nil)
+	l.ns = &ns
+	cfg := testConfig()
+	hs := startWith(t, cfg, func(d *Deps) { d.Addresses = l })
+	hs.probe.ok.Store(true)
+	onLo := func(p netip.Prefix) bool { _, ok := findAddr(t, h, p); return ok }
+	hs.eventually("announced with the VIPs on lo", func() bool {
+		return hs.router.IsAnnounced(vip4) && hs.router.IsAnnounced(vip6) && onLo(vip4) && onLo(vip6)
+	})
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The watch subscribes asynchronously; the periodic check is the
+	// backstop, so measure and require well under it.
+	for _, v := range []netip.Prefix{vip4, vip6} {
+		t0 := time.Now()
+		if err := h.AddrDel(lo, &netlink.Addr{IPNet: ipNet(v)}); err != nil {
+			t.Fatal(err)
+		}
+		hs.eventually(v.String()+" back on lo", func() bool { return onLo(v) })
+		t.Logf("%s back on lo after %v", v, time.Since(t0))
+	}
+	for _, c := range hs.router.History() {
+		if strings.HasPrefix(c, "withdraw") {
+			t.Errorf("route withdrawn although the VIP was put back: %v", hs.router.History())
+		}
+	}
+	if a, ok := findAddr(t, h, vip4); !ok || a.Label != "lo:vip" {
+		t.Errorf("re-added IPv4 VIP %+v, want the lo:vip label", a)
+	}
+}
