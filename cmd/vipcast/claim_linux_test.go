@@ -1,15 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/vipcast/vipcast/speaker"
 )
 
 // TestRemoveStaleVIPs runs the start-up cleanup in a fresh network
@@ -104,4 +111,71 @@ func cidr(s string) *net.IPNet {
 	}
 	n.IP = ip
 	return n
+}
+
+// TestRunOrder drives `vipcast run` in a fresh network namespace where a
+// killed predecessor left its labelled VIP on lo. With another speaker
+// holding the namespace's lock, run must exit 1 naming it and leave lo
+// alone; without, a run that fails on its configuration must still remove
+// the stale VIP. cobra runs RunE on the calling goroutine, which stays on
+// the namespace's thread; run fails before it starts any goroutine.
+func TestRunOrder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root (a network namespace and netlink)")
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("vips: [203.0.113.10/32\nbgp: {asn: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, locked := range []bool{true, false} {
+		t.Run(fmt.Sprintf("other speaker running=%v", locked), func(t *testing.T) {
+			var stderr bytes.Buffer
+			var code int
+			got, err := inFreshNetns(func() ([]string, error) {
+				lo, err := netlink.LinkByName("lo")
+				if err != nil {
+					return nil, err
+				}
+				if err := netlink.LinkSetUp(lo); err != nil {
+					return nil, err
+				}
+				if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: cidr("203.0.113.10/32"), Label: "lo:vip"}); err != nil {
+					return nil, err
+				}
+				if locked {
+					other, err := speaker.LockInstance(speaker.InstanceName, "the other one", nil)
+					if err != nil {
+						return nil, err
+					}
+					defer other.Close()
+				}
+				code = execute([]string{"run", "-c", bad}, nil, io.Discard, &stderr)
+				addrs, err := netlink.AddrList(lo, netlink.FAMILY_V4)
+				if err != nil {
+					return nil, err
+				}
+				var out []string
+				for _, a := range addrs {
+					out = append(out, a.IPNet.String())
+				}
+				return out, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, wantCode := []string{"127.0.0.1/8"}, 2
+			if locked {
+				want, wantCode = []string{"127.0.0.1/8", "203.0.113.10/32"}, 1
+				if !strings.Contains(stderr.String(), "already runs") || !strings.Contains(stderr.String(), fmt.Sprintf("pid %d", os.Getpid())) {
+					t.Errorf("stderr does not name the running speaker:\n%s", stderr.String())
+				}
+			}
+			if code != wantCode {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, wantCode, stderr.String())
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("IPv4 addresses on lo after run: %v, want %v", got, want)
+			}
+		})
+	}
 }
