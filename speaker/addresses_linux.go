@@ -290,7 +290,7 @@ func (l *Loopback) WatchRemovals(ctx context.Context, removed chan<- netip.Prefi
 		ch := make(chan netlink.AddrUpdate, 64)
 		done := make(chan struct{})
 		opts := netlink.AddrSubscribeOptions{
-			Namespace:     l.ns,
+			Namespace: l.ns,
 			ErrorCallback: func(err error) {
 				if ctx.Err() == nil { // closing the subscription is no failure
 					l.log.Warn("address watch", "err", err)
