@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -30,6 +31,10 @@ const (
 	// are still announced, with the RFC 8326 GRACEFUL_SHUTDOWN community,
 	// until the graceful-shutdown wait ends; then they are withdrawn.
 	ReasonGracefulShutdown Reason = "graceful-shutdown"
+	// ReasonLoopbackFailed: a VIP vanished from the loopback (removed
+	// behind vipcast's back) and could not be put back, so the node cannot
+	// answer for it: withdrawn until the address can be added again.
+	ReasonLoopbackFailed Reason = "loopback-failed"
 )
 
 // Decision is the machine's verdict for one VIP.
@@ -53,6 +58,12 @@ type Transition struct {
 	From, To Reason
 	// Detail is the evidence, e.g. the failing probe's reason.
 	Detail string
+	// Loopback lists the VIPs found missing from the loopback that this
+	// transition reports (see Machine.LoopbackMissing); nil for all others.
+	// When the missing VIPs were put back at once the decision does not
+	// change: From equals To, and the record exists only so that status,
+	// metrics and events show what happened.
+	Loopback []netip.Prefix
 }
 
 // MachineConfig are the machine's knobs.
@@ -90,6 +101,8 @@ type Machine struct {
 	drained, peerUp bool
 	shutdown        bool
 	gshutUntil      time.Time // end of the graceful-shutdown phase; zero if none
+	// loFault says why the VIPs cannot be held on the loopback; "" if they can.
+	loFault string
 
 	announce bool
 	reason   Reason
@@ -194,6 +207,55 @@ func (m *Machine) Shutdown(now time.Time) *Transition {
 	return m.eval(now)
 }
 
+// LoopbackMissing records that the VIPs in missing were found gone from the
+// loopback while vipcast held them there (an admin, a network tool or
+// another program removed them), and the outcome of putting them back:
+// err is nil if every one is back. A failure withdraws, with
+// ReasonLoopbackFailed, until LoopbackRestored: the node must not attract
+// traffic for an address it does not answer. The result is never nil: a
+// successful repair changes no decision, but is still reported.
+func (m *Machine) LoopbackMissing(missing []netip.Prefix, err error, now time.Time) *Transition {
+	what := fmt.Sprintf("VIP %s removed from the loopback behind vipcast's back", joinPrefixes(missing))
+	if err != nil {
+		m.loFault = fmt.Sprintf("%s; putting it back failed: %v", what, err)
+	}
+	tr := m.eval(now)
+	if tr == nil {
+		tr = &Transition{At: now, Announce: m.announce, From: m.reason, To: m.reason, Detail: what + "; put back at once"}
+		if err != nil {
+			tr.Detail = m.loFault
+		}
+	}
+	tr.Loopback = append([]netip.Prefix(nil), missing...)
+	return tr
+}
+
+// LoopbackRestored records that every VIP could be added to the loopback
+// again after a LoopbackMissing failure.
+func (m *Machine) LoopbackRestored(now time.Time) *Transition {
+	if m.loFault == "" {
+		return nil
+	}
+	m.loFault = ""
+	tr := m.eval(now)
+	if tr != nil && tr.From == ReasonLoopbackFailed {
+		tr.Detail = strings.TrimSuffix("VIPs back on the loopback; "+tr.Detail, "; ")
+	}
+	return tr
+}
+
+// LoopbackFailed reports whether a LoopbackMissing failure awaits
+// LoopbackRestored.
+func (m *Machine) LoopbackFailed() bool { return m.loFault != "" }
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
 // Tick lets time-based state (damping decay) move on without new input.
 func (m *Machine) Tick(now time.Time) *Transition { return m.eval(now) }
 
@@ -256,7 +318,7 @@ func (m *Machine) eval(now time.Time) *Transition {
 	announce, reason := false, ReasonHealthy
 	// The graceful phase holds only while the apiserver stays healthy: a
 	// health failure ends it and withdraws at once, for good.
-	graceful := !m.gshutUntil.IsZero() && (m.shutdown || m.drained) && m.decided && m.healthy && !m.suppressed
+	graceful := !m.gshutUntil.IsZero() && (m.shutdown || m.drained) && m.decided && m.healthy && !m.suppressed && m.loFault == ""
 	if graceful && !now.Before(m.gshutUntil) {
 		graceful = false
 	}
@@ -270,6 +332,8 @@ func (m *Machine) eval(now time.Time) *Transition {
 		reason = ReasonShuttingDown
 	case m.drained:
 		reason = ReasonDrained
+	case m.loFault != "":
+		reason = ReasonLoopbackFailed
 	case !m.decided:
 		reason = ReasonStarting
 	case !m.healthy:
@@ -291,6 +355,8 @@ func (m *Machine) eval(now time.Time) *Transition {
 
 func (m *Machine) detail(r Reason, now time.Time) string {
 	switch r {
+	case ReasonLoopbackFailed:
+		return m.loFault
 	case ReasonUnhealthy:
 		if !m.definite && m.cfg.TimeoutFall > m.cfg.Fall {
 			return fmt.Sprintf("%d consecutive timeouts (timeoutFall %d), last: %s", m.failRun, m.cfg.TimeoutFall, m.lastProbe.Reason)

@@ -1,6 +1,7 @@
 package speaker
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -11,7 +12,8 @@ import (
 
 // step is one input to the machine; the script language keeps flap
 // sequences readable: "+" a good probe, "-" a failed one, "t" a timeout, "peer"/"nopeer",
-// "drain"/"undrain", "shutdown", "wait:<duration>", "tick".
+// "drain"/"undrain", "shutdown", "wait:<duration>", "tick", "lofixed"/"lofail"
+// (a VIP vanished from lo and was put back, or could not be), "lorestored".
 type step struct {
 	in   string
 	want string // "A:<reason>" announced, "W:<reason>" withdrawn
@@ -40,6 +42,17 @@ func run(t *testing.T, cfg MachineConfig, steps []step) {
 				m.Shutdown(now)
 			case in == "tick":
 				m.Tick(now)
+			case in == "lofixed", in == "lofail":
+				// A VIP vanished from lo; putting it back worked or failed.
+				var err error
+				if in == "lofail" {
+					err = errors.New("operation not permitted")
+				}
+				if tr := m.LoopbackMissing(m.vips, err, now); tr == nil || len(tr.Loopback) != 1 {
+					t.Fatalf("%s: transition %+v, want one reporting the missing VIP", in, tr)
+				}
+			case in == "lorestored":
+				m.LoopbackRestored(now)
 			case strings.HasPrefix(in, "wait:"):
 				d, err := time.ParseDuration(strings.TrimPrefix(in, "wait:"))
 				if err != nil {
@@ -72,6 +85,20 @@ func TestMachine(t *testing.T) {
 		cfg   MachineConfig
 		steps []step
 	}{
+		{"vip put back on lo keeps the route", base, []step{
+			{"peer + + +", "A:healthy"}, {"lofixed", "A:healthy"}, {"lofixed -", "A:healthy"},
+		}},
+		{"vip not put back on lo withdraws until restored", base, []step{
+			{"peer + + +", "A:healthy"}, {"lofail", "W:loopback-failed"}, {"+ + + tick", "W:loopback-failed"},
+			{"lorestored", "A:healthy"},
+		}},
+		{"loopback failure outranks unhealthy, not drain", base, []step{
+			{"peer + + +", "A:healthy"}, {"- -", "W:unhealthy"}, {"lofail", "W:loopback-failed"},
+			{"drain", "W:drained"}, {"undrain", "W:loopback-failed"}, {"lorestored", "W:unhealthy"},
+		}},
+		{"loopback failure ends a graceful shutdown at once", MachineConfig{Rise: 3, Fall: 2, GracefulWait: 3 * time.Second}, []step{
+			{"peer + + +", "A:healthy"}, {"drain", "A:graceful-shutdown"}, {"lofail", "W:drained"},
+		}},
 		{"starts withdrawn until rise", base, []step{
 			{"peer", "W:starting"}, {"+ +", "W:starting"}, {"+", "A:healthy"},
 		}},

@@ -38,6 +38,11 @@ type Deps struct {
 // the no-established-peer reason; routing never waits for it.
 const peerPoll = 200 * time.Millisecond
 
+// loopbackCheck is how often the VIPs held on the loopback are checked, as
+// a backstop to the netlink watch (RTM_DELADDR), and how often putting them
+// back is retried after it failed.
+const loopbackCheck = time.Second
+
 // historyLen is how many transitions Status keeps.
 const historyLen = 32
 
@@ -178,7 +183,22 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.probeLoop(probeCtx, results, nextProbe) }()
-	defer func() { stopProbes(); wg.Wait() }()
+	// The loopback watch lives as long as Run: a VIP deleted during the
+	// drain period is still put back.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	removed := make(chan netip.Prefix, 16)
+	if w, ok := s.d.Addresses.(RemovalWatcher); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.WatchRemovals(watchCtx, removed); err != nil {
+				log.Warn("not watching the loopback for removed VIPs; checking every "+loopbackCheck.String()+" instead", "err", err)
+			}
+		}()
+	}
+	defer func() { stopProbes(); stopWatch(); wg.Wait() }()
+	loTick := time.NewTicker(loopbackCheck)
+	defer loTick.Stop()
 
 	peerTick := time.NewTicker(peerPoll)
 	defer peerTick.Stop()
@@ -257,6 +277,10 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 				tr = t2
 			}
 		case <-removeTimer.C:
+		case v := <-removed:
+			tr = s.checkLoopback(m, v)
+		case <-loTick.C:
+			tr = s.checkLoopback(m, netip.Prefix{})
 		}
 		s.reconcile(ctx, m, removeTimer)
 		s.record(m, tr, peerList)
@@ -324,6 +348,58 @@ func (s *Speaker) probeLoop(ctx context.Context, out chan<- ProbeResult, next <-
 			return
 		}
 	}
+}
+
+// checkLoopback finds the VIPs that should be on the loopback but are not
+// (only, or all of them if only is the zero Prefix), puts them back at once,
+// and tells the machine, which withdraws if that failed. After a failure it
+// retries adding them instead.
+func (s *Speaker) checkLoopback(m *Machine, only netip.Prefix) *Transition {
+	log := s.d.Log
+	if m.LoopbackFailed() {
+		if only.IsValid() {
+			return nil // the periodic retry is due soon enough
+		}
+		for _, v := range s.vips {
+			if err := s.d.Addresses.Add(v); err != nil {
+				log.Debug("loopback still failing", "vip", v, "err", err)
+				return nil
+			}
+			s.onLo[v] = true
+		}
+		log.Info("VIPs back on the loopback", "vip", s.vips)
+		return m.LoopbackRestored(s.d.Now())
+	}
+	var held []netip.Prefix
+	for _, v := range s.vips {
+		// Our own removals (onLo false) are reported by the watch too.
+		if s.onLo[v] && (!only.IsValid() || only == v) {
+			held = append(held, v)
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	missing, err := s.d.Addresses.Missing(held)
+	if err != nil {
+		log.Warn("checking the VIPs on the loopback", "err", err)
+		return nil
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, v := range missing {
+		s.onLo[v] = false
+		if err := s.d.Addresses.Add(v); err != nil {
+			log.Error("VIP removed from the loopback behind vipcast's back, and putting it back failed: withdrawing", "vip", v, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		s.onLo[v] = true
+		log.Warn("VIP removed from the loopback behind vipcast's back: put it back", "vip", v)
+	}
+	return m.LoopbackMissing(missing, errors.Join(errs...), s.d.Now())
 }
 
 // reconcile makes the RIB and lo match the machine. A failed step leaves
@@ -437,6 +513,8 @@ func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {
 		for _, d := range m.Decisions() {
 			msg := "VIP not announced"
 			switch {
+			case len(tr.Loopback) > 0 && tr.From == tr.To:
+				msg = "VIP put back on the loopback"
 			case tr.To == ReasonGracefulShutdown:
 				msg = "VIP announced with GRACEFUL_SHUTDOWN, withdraw follows"
 			case tr.Announce && tr.From == ReasonGracefulShutdown:

@@ -19,14 +19,21 @@ func newRunCmd(environ []string) *cobra.Command {
 		Short: "Run the speaker: probe the local apiserver and advertise the VIPs while it is healthy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.Flags(), environ)
-			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), problems(err))
-				return exitError{code: 2}
-			}
 			log, err := newLogger(cmd, cmd.ErrOrStderr())
 			if err != nil {
 				return err
+			}
+			// The lock first, then the stale VIPs, then what can fail.
+			lock, err := lockNode(cmd, log)
+			if err != nil {
+				return err
+			}
+			defer lock.Close()
+			cfg, err := loadConfig(cmd.Flags(), environ)
+			removeStaleVIPs(cfg, log)
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), problems(err))
+				return exitError{code: 2}
 			}
 			attrs, _ := cfg.Policy.Attributes() // validated above
 			vips := cfg.Speaker.Prefixes()

@@ -261,3 +261,43 @@ func TestMetricsDrained(t *testing.T) {
 		t.Errorf("undrained: %v, want 0", v)
 	}
 }
+
+// A VIP put back on lo counts as restored and is no change of decision; one
+// that could not be put back counts as failed, with its withdraw.
+func TestMetricsLoopbackRemovals(t *testing.T) {
+	m := metrics.New("test", []netip.Prefix{apitest.VIP})
+	gather := func() map[string]*dto.MetricFamily {
+		fs, err := m.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*dto.MetricFamily{}
+		for _, f := range fs {
+			out[f.GetName()] = f
+		}
+		return out
+	}
+	vip := apitest.VIP.String()
+	lo := []netip.Prefix{apitest.VIP}
+	now := time.Now()
+	m.OnTransition(speaker.Transition{At: now, Announce: true, From: speaker.ReasonHealthy, To: speaker.ReasonHealthy, Loopback: lo}, nil)
+	m.OnTransition(speaker.Transition{At: now, Announce: true, From: speaker.ReasonHealthy, To: speaker.ReasonHealthy, Loopback: lo}, nil)
+	m.OnTransition(speaker.Transition{At: now, From: speaker.ReasonHealthy, To: speaker.ReasonLoopbackFailed, Loopback: lo}, nil)
+	fams := gather()
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"vipcast_vip_loopback_removals_total", map[string]string{"vip": vip, "result": "restored"}, 2},
+		{"vipcast_vip_loopback_removals_total", map[string]string{"vip": vip, "result": "failed"}, 1},
+		{"vipcast_transitions_total", map[string]string{"reason": "loopback-failed"}, 1},
+	} {
+		if v, ok := value(fams, c.name, c.labels); !ok || v != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	if _, ok := value(fams, "vipcast_transitions_total", map[string]string{"reason": "healthy"}); ok {
+		t.Errorf("a VIP put back on lo counted as a transition to healthy")
+	}
+}

@@ -44,6 +44,18 @@ func (a *Addrs) Cleanup(vs []netip.Prefix) error {
 	}
 	return nil
 }
+func (a *Addrs) Missing(vs []netip.Prefix) ([]netip.Prefix, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []netip.Prefix
+	for _, v := range vs {
+		if !a.m[v] {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
 func (a *Addrs) set(v netip.Prefix, on bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
