@@ -230,6 +230,8 @@ func decodeErrors(err error, settings map[string]any) []badValue {
 		val, _ := lookupPath(settings, de.Name())
 		msg := fmt.Sprintf("%s: %#v is not valid (%v); check the type in the README's Configuration section", de.Name(), val, de.Unwrap())
 		switch inner := de.Unwrap().Error(); {
+		case strings.HasPrefix(inner, "out of range"):
+			msg = fmt.Sprintf("%s: %v is %s; write a number in that range", de.Name(), val, inner)
 		case strings.Contains(inner, "duration"):
 			msg = fmt.Sprintf("%s: %#v is not a duration; write it like 200ms, 1s or 1m30s", de.Name(), val)
 		case strings.Contains(inner, "uint") || strings.Contains(inner, "int"):
@@ -261,15 +263,42 @@ func wholeNumbersHook(_, to reflect.Type, data any) (any, error) {
 	default:
 		return data, nil
 	}
+	// Weak typing also truncates to the field's width: an ASN of
+	// 4294967297 would silently become 1.
+	field := reflect.New(to).Elem()
+	tooBig := func() error {
+		if unsigned {
+			return fmt.Errorf("out of range for this field (at most %d)", uint64(1)<<(to.Bits()-1)*2-1)
+		}
+		return fmt.Errorf("out of range for this field (%d to %d)", -(int64(1) << (to.Bits() - 1)), int64(1)<<(to.Bits()-1)-1)
+	}
 	v := reflect.ValueOf(data)
 	switch v.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if unsigned && v.Int() < 0 {
+		n := v.Int()
+		if unsigned && n < 0 {
 			return nil, fmt.Errorf("negative value for a uint field")
 		}
+		if (unsigned && field.OverflowUint(uint64(n))) || (!unsigned && field.OverflowInt(n)) {
+			return nil, tooBig()
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n := v.Uint()
+		if (unsigned && field.OverflowUint(n)) || (!unsigned && (n > math.MaxInt64 || field.OverflowInt(int64(n)))) {
+			return nil, tooBig()
+		}
 	case reflect.Float32, reflect.Float64:
-		if f := v.Float(); f != math.Trunc(f) || (unsigned && f < 0) {
+		f := v.Float()
+		if f != math.Trunc(f) || (unsigned && f < 0) {
 			return nil, fmt.Errorf("fraction or negative value for an int field")
+		}
+		// 2^64 and beyond do not fit any integer field; below that the
+		// conversion is exact for whole numbers.
+		if math.Abs(f) >= 1<<63 && !(unsigned && f < 1<<64) {
+			return nil, tooBig()
+		}
+		if (unsigned && f < 1<<64 && field.OverflowUint(uint64(f))) || (!unsigned && field.OverflowInt(int64(f))) {
+			return nil, tooBig()
 		}
 	}
 	return data, nil
