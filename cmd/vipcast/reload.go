@@ -4,10 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"reflect"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -27,10 +25,7 @@ const reloadDebounce = 300 * time.Millisecond
 
 // watchReload reloads the configuration on SIGHUP and when the file named
 // by --config changes, until ctx ends. See reloadOnce for what is applied.
-func watchReload(ctx context.Context, fs *pflag.FlagSet, environ []string, running fileConfig, r reconfigurer, node func(context.Context) peers.NodeInfo, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func watchReload(ctx context.Context, hup <-chan os.Signal, fs *pflag.FlagSet, environ []string, running fileConfig, r reconfigurer, node func(context.Context) peers.NodeInfo, log *slog.Logger) {
 
 	var events <-chan fsnotify.Event
 	var errs <-chan error
