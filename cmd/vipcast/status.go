@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vipcast/vipcast/speaker"
 	apiv1 "github.com/vipcast/vipcast/speaker/api/v1"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 )
@@ -338,6 +339,9 @@ func newDrainCmd(drain bool) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			reason, _ := cmd.Flags().GetString("reason")
+			if err := speaker.CheckDrainReason(reason); err != nil {
+				return fmt.Errorf("--%w", err)
+			}
 			client, closeConn, err := dial(cmd)
 			if err != nil {
 				return err

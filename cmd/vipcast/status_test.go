@@ -107,6 +107,10 @@ func TestCLIErrors(t *testing.T) {
 	if code, _, errOut = run("status", "--socket", missing, "-o", "xml"); code != 1 || !strings.Contains(errOut, "use table, json or yaml") {
 		t.Errorf("bad -o: exit %d, %q", code, errOut)
 	}
+	// Refused before any connection: the socket does not exist.
+	if code, _, errOut = run("drain", "--socket", missing, "--reason", strings.Repeat("x", 300)); code != 1 || !strings.Contains(errOut, "--reason: 300 bytes is longer than 256; shorten it") {
+		t.Errorf("long --reason: exit %d, %q", code, errOut)
+	}
 }
 
 func TestCLIVersionMismatchWarns(t *testing.T) {

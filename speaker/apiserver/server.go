@@ -331,6 +331,9 @@ func (v *service) setDrained(ctx context.Context, drained bool, reason string) (
 	if v.readOnly {
 		return false, "", status.Errorf(codes.PermissionDenied, "this listener is read-only (%s: true): %s refused; use a listener without readOnly (e.g. the unix socket)", v.readOnlyKey, verb)
 	}
+	if err := speaker.CheckDrainReason(reason); err != nil {
+		return false, "", status.Errorf(codes.InvalidArgument, "%s refused: %v", verb, err)
+	}
 	v.s.opt.Log.Info("operator request", "action", verb, "reason", reason, "client", clientName(ctx))
 	err = v.s.sp.SetDrainedReason(ctx, drained, reason)
 	var pe *speaker.PersistError
