@@ -350,26 +350,38 @@ func newDrainCmd(drain bool) *cobra.Command {
 			ctx, cancel := callCtx(cmd)
 			defer cancel()
 			var warning string
+			var persisted bool
 			if drain {
 				r, err := client.Drain(ctx, &apiv1.DrainRequest{Reason: reason})
 				if err != nil {
 					return rpcError(err, cmd)
 				}
-				warning = r.GetWarning()
+				warning, persisted = r.GetWarning(), r.GetPersisted()
 			} else {
 				r, err := client.Undrain(ctx, &apiv1.UndrainRequest{Reason: reason})
 				if err != nil {
 					return rpcError(err, cmd)
 				}
-				warning = r.GetWarning()
+				warning, persisted = r.GetWarning(), r.GetPersisted()
 			}
-			if warning != "" {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", warning)
-			}
+			out := cmd.OutOrStdout()
 			if drain {
-				fmt.Fprintln(cmd.OutOrStdout(), "drained: the VIPs are withdrawn until vipcast undrain")
+				fmt.Fprintln(out, drainedMessage(ctx, client))
 			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), "undrained: the VIPs are announced again while the apiserver is healthy")
+				fmt.Fprintln(out, "undrained: the VIPs are announced again while the apiserver is healthy")
+			}
+			switch {
+			case persisted:
+			case warning == apiserver.StateFileDisabled:
+				// Chosen by the configuration: nothing failed.
+				fmt.Fprintln(out, "note: api.stateFile is \"\", so this lasts until vipcast restarts")
+			default:
+				if warning == "" {
+					warning = "the server did not say why"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "vipcast: %s is in effect now, but it was NOT saved to the state file: %s\n"+
+					"a restart of vipcast would undo it; fix the state file (vipcast's log names the problem) and run vipcast %s again\n", use, warning, use)
+				return exitError{code: exitNotPersisted}
 			}
 			return nil
 		},
@@ -377,4 +389,33 @@ func newDrainCmd(drain bool) *cobra.Command {
 	addClientFlags(cmd)
 	cmd.Flags().String("reason", "", "why, recorded in the status, the logs and the Node's events")
 	return cmd
+}
+
+// exitNotPersisted is the exit code of drain and undrain when the change is
+// in effect but not saved (the README's command table documents it).
+const exitNotPersisted = 3
+
+// drainedMessage says what a drain does right now: with RFC 8326 graceful
+// shutdown the VIPs are still advertised (with GRACEFUL_SHUTDOWN) for
+// policy.gracefulShutdown.wait before they are withdrawn.
+func drainedMessage(ctx context.Context, client apiv1.VipcastServiceClient) string {
+	const after = "; they stay withdrawn until vipcast undrain"
+	st, err := client.GetStatus(ctx, &apiv1.GetStatusRequest{})
+	if err != nil {
+		return "drained: the VIPs are being withdrawn" + after
+	}
+	withdrawing := false
+	for _, v := range st.GetVips() {
+		if !v.GetAdvertised() {
+			continue
+		}
+		if v.GetReason() == string(speaker.ReasonGracefulShutdown) {
+			return "drained: the VIPs are advertised with GRACEFUL_SHUTDOWN (65535:0) so routers move traffic away, then withdrawn" + after + " (vipcast status shows the progress)"
+		}
+		withdrawing = true
+	}
+	if withdrawing {
+		return "drained: the VIPs are being withdrawn" + after
+	}
+	return "drained: the VIPs are withdrawn" + after
 }

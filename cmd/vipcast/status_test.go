@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -147,5 +148,33 @@ func TestConfigDigest(t *testing.T) {
 	da, db := configDigest(a), configDigest(b)
 	if !strings.HasPrefix(da, "sha256:") || len(da) != len("sha256:")+64 || da != configDigest(a) || da == db {
 		t.Errorf("digests %s %s", da, db)
+	}
+}
+
+// A drain or undrain that is in effect but not saved exits 3 and says so;
+// with api.stateFile "" (no persistence, chosen) it exits 0 with a note.
+func TestCLIDrainNotPersisted(t *testing.T) {
+	dir := apitest.Dir(t)
+	env := apitest.Start(t, apitest.Options{Version: version, Healthy: true, API: apiserver.Config{
+		Socket: filepath.Join(dir, "a.sock"), StateFile: filepath.Join(dir, "lib", "state.json"),
+	}})
+	// A file where the state directory should be: the save fails.
+	if err := os.WriteFile(filepath.Join(dir, "lib"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"drain", "undrain"} {
+		code, out, errOut := run(verb, "--socket", env.Config.Socket, "--reason", "disk swap")
+		if code != exitNotPersisted || !strings.Contains(errOut, verb+" is in effect now, but it was NOT saved to the state file") || !strings.Contains(errOut, "a restart of vipcast would undo it") {
+			t.Errorf("%s with an unwritable state file: exit %d\n%s%s", verb, code, out, errOut)
+		}
+		if got := env.Speaker.Status().Drained; got != (verb == "drain") {
+			t.Errorf("after %s: drained %v; the in-memory effect must stay", verb, got)
+		}
+	}
+
+	env2 := apitest.Start(t, apitest.Options{Version: version, Healthy: true, API: apiserver.Config{Socket: filepath.Join(dir, "b.sock")}})
+	code, out, errOut := run("drain", "--socket", env2.Config.Socket)
+	if code != 0 || errOut != "" || !strings.Contains(out, `note: api.stateFile is "", so this lasts until vipcast restarts`) {
+		t.Errorf("drain with api.stateFile \"\": exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -323,6 +323,11 @@ func (v *service) Undrain(ctx context.Context, req *apiv1.UndrainRequest) (*apiv
 	return &apiv1.UndrainResponse{Persisted: p, Warning: w}, nil
 }
 
+// StateFileDisabled is the warning of a Drain or Undrain answered with
+// persisted false because api.stateFile is "" on purpose, as opposed to a
+// state file that could not be written. Clients match it exactly.
+const StateFileDisabled = "api.stateFile is empty: this will not survive a restart of vipcast"
+
 func (v *service) setDrained(ctx context.Context, drained bool, reason string) (persisted bool, warning string, err error) {
 	verb := "undrain"
 	if drained {
@@ -347,7 +352,7 @@ func (v *service) setDrained(ctx context.Context, drained bool, reason string) (
 		return false, "", status.Errorf(codes.Unavailable, "%s: %v", verb, err)
 	}
 	if v.s.cfg.StateFile == "" {
-		return false, "api.stateFile is empty: this will not survive a restart of vipcast", nil
+		return false, StateFileDisabled, nil
 	}
 	return true, "", nil
 }
