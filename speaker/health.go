@@ -53,7 +53,7 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 		}
 		tlsCfg.RootCAs = x509.NewCertPool()
 		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("health.caFile %q: no PEM certificate found", cfg.CAFile)
+			return nil, fmt.Errorf("health.caFile: %q holds no PEM certificate; point it at the CA that signed the apiserver's serving certificate, e.g. /etc/kubernetes/pki/ca.crt", cfg.CAFile)
 		}
 	}
 	if cfg.CertFile != "" || cfg.KeyFile != "" {
@@ -64,7 +64,7 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 			return &c, err
 		}}
 		if _, err := cert.get(); err != nil {
-			return nil, fmt.Errorf("health.certFile %q, health.keyFile %q: %w", cfg.CertFile, cfg.KeyFile, err)
+			return nil, fmt.Errorf("health.certFile %q, health.keyFile %q: %w; point them at a PEM client certificate and its key", cfg.CertFile, cfg.KeyFile, err)
 		}
 		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert.get() }
 	}
@@ -79,7 +79,7 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 			return tok, err
 		}}
 		if _, err := p.token.get(); err != nil {
-			return nil, fmt.Errorf("health.tokenFile: %w", err)
+			return nil, fmt.Errorf("health.tokenFile: %w; point it at a file holding the bearer token", err)
 		}
 	}
 

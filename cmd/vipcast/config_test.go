@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,6 +96,15 @@ func TestLoadConfigFlags(t *testing.T) {
 // TestValidateGolden keeps every error message under review: each must name
 // the field, the value and the fix. Run with -update to rewrite.
 func TestValidateGolden(t *testing.T) {
+	// routerID auto resolves to the node's address: fixed here, so the
+	// goldens do not depend on the test machine.
+	defer func(orig func(string) (netip.Addr, error)) { resolveRouterID = orig }(resolveRouterID)
+	resolveRouterID = func(s string) (netip.Addr, error) {
+		if s == "auto" {
+			return netip.MustParseAddr("192.0.2.99"), nil
+		}
+		return netip.ParseAddr(s)
+	}
 	files, err := filepath.Glob("testdata/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no testdata: %v", err)
@@ -135,4 +146,23 @@ func FuzzParseConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = parseConfig(bytes.NewReader(data), []string{"VIPCAST_HEALTH_RISE=x"}, nil)
 	})
+}
+
+// validate refuses what run would refuse before touching the network:
+// routerID auto on a node without a global IPv4 address (IPv6-only).
+func TestValidateRouterIDAutoIPv6Only(t *testing.T) {
+	defer func(orig func(string) (netip.Addr, error)) { resolveRouterID = orig }(resolveRouterID)
+	const msg = "bgp.routerID: auto, but this node has no global IPv4 address on an up interface (an IPv6-only node?); set bgp.routerID to an IPv4 address unique among the routers' peers, e.g. 192.0.2.11"
+	resolveRouterID = func(string) (netip.Addr, error) { return netip.Addr{}, errors.New(msg) }
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("vips: [2001:db8::10/128]\nbgp: {asn: 64512}\npeers: [{address: \"2001:db8::1\", asn: 65000}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"validate"} { // run shares preflight; not started here, it would touch the network on a regression
+		var stdout, stderr bytes.Buffer
+		code := execute([]string{cmd, "-c", path}, nil, &stdout, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), msg) {
+			t.Errorf("%s: exit %d, want 2 with the routerID problem\n%s%s", cmd, code, stdout.String(), stderr.String())
+		}
+	}
 }

@@ -24,6 +24,9 @@ func newRunCmd(environ []string) *cobra.Command {
 			sigs := takeSignals()
 			defer signal.Stop(sigs)
 			cfg, err := loadConfig(cmd.Flags(), environ)
+			if err == nil {
+				err = preflight(cfg, resolveRouterID)
+			}
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), problems(err))
 				return exitError{code: 2}
