@@ -116,7 +116,7 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 	for name, val := range env {
 		key, ok := known[name]
 		if !ok {
-			errs = append(errs, fmt.Errorf("%s: not a vipcast setting; see the README's Configuration section for the VIPCAST_* names", name))
+			errs = append(errs, unknownEnv(name, known))
 			continue
 		}
 		v.Set(key, val)
@@ -126,11 +126,22 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 	}
 
 	settings := v.AllSettings()
+	var failed []string
+	// Weak typing would take a map where a list of objects belongs as a
+	// list of one: "peers: {address: ...}" would silently become one peer.
+	for _, list := range objectLists() {
+		if val, ok := settings[list]; ok {
+			if _, isMap := val.(map[string]any); isMap {
+				errs = append(errs, fmt.Errorf("%s: a map, but it must be a list; start each entry with \"- \", e.g. %s: [{address: 192.0.2.1, asn: 65000}]", list, list))
+				delete(settings, list)
+				failed = append(failed, list+":")
+			}
+		}
+	}
 	// mapstructure stops at the first bad value; drop each one and decode
 	// again so a single run reports all of them.
 	var cfg fileConfig
 	var md mapstructure.Metadata
-	var failed []string
 	for range 64 {
 		cfg, md = defaultConfig(), mapstructure.Metadata{}
 		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
@@ -408,11 +419,53 @@ func deletePath(m map[string]any, path string) bool {
 
 var indexRE = regexp.MustCompile(`\[\d+\]`)
 
+// objectLists are the top-level settings that hold a list of objects.
+func objectLists() []string {
+	var out []string
+	for _, k := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+		if name, _, ok := strings.Cut(k, "[]."); ok && !strings.Contains(name, ".") && !slices.Contains(out, strings.ToLower(name)) {
+			out = append(out, strings.ToLower(name))
+		}
+	}
+	return out
+}
+
+// unknownEnv names the closest VIPCAST_* variable, if one is close.
+func unknownEnv(name string, known map[string]string) error {
+	best, bestD := "", 4
+	for k := range known {
+		if d := levenshtein(name, k); d < bestD || (d == bestD && k < best) {
+			best, bestD = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Errorf("%s: not a vipcast setting; did you mean %s?", name, best)
+	}
+	return fmt.Errorf("%s: not a vipcast setting; see the README's Configuration section for the VIPCAST_* names", name)
+}
+
+// sectionsAndKeys is every setting's key plus every section above one
+// ("health", "peers[].bfd"), so a misspelt section is recognised too.
+func sectionsAndKeys() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, key := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+		for i, c := range key {
+			if c == '.' && !seen[key[:i]] {
+				seen[key[:i]] = true
+				out = append(out, strings.TrimSuffix(key[:i], "[]"))
+			}
+		}
+		out = append(out, key)
+	}
+	return out
+}
+
 func unknownKey(k string) error {
 	norm := indexRE.ReplaceAllString(strings.ToLower(k), "[]")
 	parent, leaf := splitLeaf(norm)
 	best, bestD := "", 4
-	for _, key := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+	for _, key := range sectionsAndKeys() {
 		kp, kl := splitLeaf(strings.ToLower(key))
 		d := levenshtein(norm, strings.ToLower(key))
 		if kl == leaf {

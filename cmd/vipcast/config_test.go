@@ -166,3 +166,49 @@ func TestValidateRouterIDAutoIPv6Only(t *testing.T) {
 		}
 	}
 }
+
+// The README promises "did you mean" for VIPCAST_* variables too.
+func TestUnknownEnvDidYouMean(t *testing.T) {
+	tests := []struct{ env, want string }{
+		{"VIPCAST_HEALTH_INTERVALL=200ms", `VIPCAST_HEALTH_INTERVALL: not a vipcast setting; did you mean VIPCAST_HEALTH_INTERVAL?`},
+		{"VIPCAST_BGP_ANS=64512", `VIPCAST_BGP_ANS: not a vipcast setting; did you mean VIPCAST_BGP_ASN?`},
+		{"VIPCAST_SOMETHING_ELSE_ENTIRELY=1", `VIPCAST_SOMETHING_ELSE_ENTIRELY: not a vipcast setting; see the README's Configuration section for the VIPCAST_* names`},
+	}
+	for _, tt := range tests {
+		_, err := parseConfig(strings.NewReader(goodYAML), []string{tt.env}, nil)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v\nwant %q", tt.env, err, tt.want)
+		}
+	}
+}
+
+// The README's tables must stay tables: a blank line inside one (it once
+// cut the api.* rows off their header) turns the rest into a table
+// without a header, which renders as text.
+func TestREADMETablesHaveHeaders(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	inFence := false
+	for i := 0; i < len(lines); i++ {
+		if strings.HasPrefix(lines[i], "```") {
+			inFence = !inFence
+		}
+		if inFence || !strings.HasPrefix(lines[i], "|") {
+			continue
+		}
+		if i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "|---") && !strings.HasPrefix(lines[i+1], "| ---") && !strings.HasPrefix(lines[i+1], "|:--") {
+			t.Errorf("README.md:%d: a table starts without a header and separator row: %q", i+1, lines[i])
+		}
+		for i < len(lines) && strings.HasPrefix(lines[i], "|") {
+			i++
+		}
+	}
+	for _, key := range []string{"api.socket", "kubernetes.events", "bgp.asn"} {
+		if !strings.Contains(string(b), "| `"+key+"` |") {
+			t.Errorf("README.md: no table row for %s", key)
+		}
+	}
+}
