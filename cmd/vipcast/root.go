@@ -35,7 +35,7 @@ func execute(args, environ []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().String("log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "text", "text or json")
 	root.AddCommand(newRunCmd(environ), newValidateCmd(environ), newManifestCmd())
-	root.AddCommand(operatorCmds()...)
+	root.AddCommand(operatorCmds(environ)...)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -24,13 +25,54 @@ import (
 )
 
 // operatorCmds talk to a running vipcast over its API.
-func operatorCmds() []*cobra.Command {
-	return []*cobra.Command{newStatusCmd(), newWatchCmd(), newDrainCmd(true), newDrainCmd(false)}
+func operatorCmds(environ []string) []*cobra.Command {
+	cmds := []*cobra.Command{newStatusCmd(), newWatchCmd(), newDrainCmd(true), newDrainCmd(false)}
+	for _, c := range cmds {
+		c.PreRunE = func(cmd *cobra.Command, _ []string) error { return resolveSocket(cmd, environ) }
+	}
+	return cmds
+}
+
+// resolveSocket sets --socket, when not given, from VIPCAST_API_SOCKET or
+// else from api.socket in the file named by --config: the same precedence
+// as run's (flag > environment > file > default), so a speaker with a
+// non-default socket is found without repeating it.
+func resolveSocket(cmd *cobra.Command, environ []string) error {
+	fs := cmd.Flags()
+	if fs.Changed("socket") {
+		return nil
+	}
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, envPrefix+"_API_SOCKET="); ok {
+			return fs.Set("socket", v)
+		}
+	}
+	path, _ := fs.GetString("config")
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w; pass vipcast's readable configuration file, or --socket", err)
+	}
+	var f struct {
+		API struct {
+			Socket *string `yaml:"socket"`
+		} `yaml:"api"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("--config %s: %w; fix the YAML syntax, or pass --socket", path, err)
+	}
+	if f.API.Socket != nil {
+		return fs.Set("socket", *f.API.Socket)
+	}
+	return nil
 }
 
 func addClientFlags(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.String("socket", apiserver.DefaultSocket, "vipcast's API socket")
+	fs.StringP("config", "c", "", "vipcast's configuration file, to take api.socket from")
+	fs.String("socket", apiserver.DefaultSocket, "vipcast's API socket (default: VIPCAST_API_SOCKET, else api.socket from --config, else this)")
 	fs.String("addr", "", "host:port of vipcast's TCP API (mutual TLS) instead of the socket")
 	fs.String("ca", "", "with --addr: CA bundle that signed the server's certificate")
 	fs.String("cert", "", "with --addr: client certificate")

@@ -178,3 +178,40 @@ func TestCLIDrainNotPersisted(t *testing.T) {
 		t.Errorf("drain with api.stateFile \"\": exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// status and drain find the socket as run does: --socket, then
+// VIPCAST_API_SOCKET, then api.socket in --config, then the default.
+func TestCLISocketFromEnvAndConfig(t *testing.T) {
+	env := apitest.Start(t, apitest.Options{Version: version})
+	sock := env.Config.Socket
+	dir := apitest.Dir(t)
+	wrong := filepath.Join(dir, "wrong.sock")
+	cfgFile := filepath.Join(dir, "vipcast.yaml")
+	if err := os.WriteFile(cfgFile, []byte("vips: [203.0.113.10/32]\napi: {socket: "+sock+"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		environ []string
+		ok      bool
+	}{
+		{"env", []string{"status"}, []string{"VIPCAST_API_SOCKET=" + sock}, true},
+		{"config file", []string{"status", "-c", cfgFile}, nil, true},
+		{"env over file", []string{"status", "-c", cfgFile}, []string{"VIPCAST_API_SOCKET=" + wrong}, false},
+		{"flag over env", []string{"status", "--socket", sock}, []string{"VIPCAST_API_SOCKET=" + wrong}, true},
+		{"drain with the file", []string{"drain", "-c", cfgFile}, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var o, e bytes.Buffer
+			code := execute(tt.args, tt.environ, &o, &e)
+			if tt.ok && code != 0 {
+				t.Errorf("exit %d\n%s%s", code, o.String(), e.String())
+			}
+			if !tt.ok && (code == 0 || !strings.Contains(e.String(), wrong)) {
+				t.Errorf("exit %d, want a failure naming %s\n%s", code, wrong, e.String())
+			}
+		})
+	}
+}
