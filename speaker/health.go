@@ -76,6 +76,11 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 			if err == nil && tok == "" {
 				err = fmt.Errorf("%s is empty", cfg.TokenFile)
 			}
+			// A token that cannot go in a header would fail every probe
+			// with a transport error that does not name the file.
+			if err == nil && strings.IndexFunc(tok, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) >= 0 {
+				err = fmt.Errorf("%s holds a line break or control character inside the token; it must hold the token alone", cfg.TokenFile)
+			}
 			return tok, err
 		}}
 		if _, err := p.token.get(); err != nil {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -211,4 +213,44 @@ func TestREADMETablesHaveHeaders(t *testing.T) {
 			t.Errorf("README.md: no table row for %s", key)
 		}
 	}
+}
+
+// FuzzEnvAndFlags: any VIPCAST_* variable and any flag value give a
+// configuration that validates, or errors; never a panic, and never a
+// value that silently wraps (the environment refused 4294967297 while
+// the file took it as 1).
+func FuzzEnvAndFlags(f *testing.F) {
+	f.Add("VIPCAST_BGP_ASN", "4294967297", 1, "64512")
+	f.Add("VIPCAST_HEALTH_INTERVALL", "200ms", 4, "1s")
+	f.Add("VIPCAST_VIPS", "203.0.113.10/32,2001:db8::10/128", 0, "203.0.113.11/32")
+	f.Add("VIPCAST_API_SOCKET", "relative.sock", 2, "auto")
+	f.Add("VIPCAST_HEALTH_RISE", "-1", 5, "-80ms")
+	f.Add("VIPCAST_DAMPING_SUPPRESS", "NaN", 6, "1e400s")
+	f.Add("VIPCAST_POLICY_MED", "1.5", 1, "0x10")
+	f.Add("VIPCAST_", "", 3, "http://[::1")
+	path := filepath.Join(f.TempDir(), "vipcast.yaml")
+	if err := os.WriteFile(path, []byte(goodYAML), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, name, val string, flag int, flagVal string) {
+		fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		addConfigFlags(fs)
+		fl := configFlags[uint(flag)%uint(len(configFlags))]
+		if err := fs.Parse([]string{"--config=" + path, "--" + fl.flag + "=" + flagVal}); err != nil {
+			return
+		}
+		cfg, err := loadConfig(fs, []string{name + "=" + val})
+		if err != nil {
+			return
+		}
+		if verr := cfg.Validate(); verr != nil {
+			t.Fatalf("accepted but invalid: %v", verr)
+		}
+		if name == "VIPCAST_BGP_ASN" && fl.key != "bgp.asn" {
+			if n, perr := strconv.ParseUint(strings.TrimSpace(val), 0, 64); perr == nil && uint64(cfg.Peering.BGP.ASN) != n {
+				t.Fatalf("VIPCAST_BGP_ASN=%s became %d", val, cfg.Peering.BGP.ASN)
+			}
+		}
+	})
 }

@@ -35,7 +35,7 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func dialSocket(t *testing.T, e *apitest.Env) apiv1.VipcastServiceClient {
+func dialSocket(t testing.TB, e *apitest.Env) apiv1.VipcastServiceClient {
 	t.Helper()
 	conn, c, err := apiserver.Dial(apiserver.ClientConfig{Socket: e.Config.Socket})
 	if err != nil {
