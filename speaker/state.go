@@ -85,7 +85,7 @@ func WriteState(path string, st State) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("state file directory: %w", err)
 	}
-	b, err := json.MarshalIndent(st, "", "  ")
+	b, err := encodeState(st)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func WriteState(path string, st State) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op after the rename
-	if _, err := f.Write(append(b, '\n')); err != nil {
+	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return fmt.Errorf("write state file: %w", err)
 	}
@@ -114,6 +114,12 @@ func WriteState(path string, st State) error {
 		d.Close()
 	}
 	return nil
+}
+
+// encodeState is the state file's content.
+func encodeState(st State) ([]byte, error) {
+	b, err := json.MarshalIndent(st, "", "  ")
+	return append(b, '\n'), err
 }
 
 // PersistError says a drain or undrain is in effect but was not written to

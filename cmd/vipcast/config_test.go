@@ -254,3 +254,14 @@ func FuzzEnvAndFlags(f *testing.F) {
 		}
 	})
 }
+
+// A directory where the state file belongs is refused by validate, with
+// the fix, not only by run's first drain.
+func TestStateFileIsADirectory(t *testing.T) {
+	dir := t.TempDir()
+	_, err := parseConfig(strings.NewReader(goodYAML), []string{"VIPCAST_API_STATEFILE=" + dir}, nil)
+	want := `api.stateFile: "` + dir + `" is a directory; remove it (rmdir) or set api.stateFile to a file path such as ` + filepath.Join(dir, "state.json")
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+}
