@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/policy"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 	"github.com/vipcast/vipcast/speaker/apiserver/apitest"
 )
@@ -213,5 +214,17 @@ func TestCLISocketFromEnvAndConfig(t *testing.T) {
 				t.Errorf("exit %d, want a failure naming %s\n%s", code, wrong, e.String())
 			}
 		})
+	}
+}
+
+// With graceful shutdown the VIPs stay advertised (with GRACEFUL_SHUTDOWN)
+// for the wait: drain must not claim they are withdrawn.
+func TestCLIDrainGracefulShutdownWording(t *testing.T) {
+	env := apitest.Start(t, apitest.Options{Version: version, Healthy: true,
+		GracefulShutdown: policy.GracefulShutdownConfig{Enabled: true, Wait: time.Hour}})
+	apitest.Eventually(t, "advertised", func() bool { return env.Speaker.Status().Decisions[0].Advertised })
+	code, out, errOut := run("drain", "--socket", env.Config.Socket)
+	if code != 0 || !strings.Contains(out, "advertised with GRACEFUL_SHUTDOWN") || strings.Contains(out, "VIPs are withdrawn") {
+		t.Errorf("drain during graceful shutdown: exit %d\n%s%s", code, out, errOut)
 	}
 }
