@@ -354,6 +354,9 @@ func TestGoBGPMD5(t *testing.T) {
 			return strings.HasPrefix(p.LastError, "connect:")
 		})
 		t.Logf("LastError: %s", st.LastError)
+		if !strings.Contains(st.LastError, "check that passwordFile matches the router's password") {
+			t.Errorf("LastError %q lacks the passwordFile hint (status shows it)", st.LastError)
+		}
 		if !strings.Contains(logs.String(), "check that passwordFile matches the router's password") {
 			t.Errorf("no password hint in the logs:\n%s", logs)
 		}

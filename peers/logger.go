@@ -114,6 +114,11 @@ func (g *GoBGP) observe(level slog.Level, msg string, f gobgplog.Fields) {
 		g.pmu.Unlock()
 		return
 	}
+	if msg == "failed to connect" && t.password {
+		// The hint belongs where operators look first (status's LAST
+		// ERROR), not only in a log line printed once per outage.
+		reason += "; with a TCP MD5 key, check that passwordFile matches the router's password"
+	}
 	t.lastError = reason
 	warn := msg == "failed to connect" && !t.warned
 	t.warned = t.warned || warn

@@ -55,7 +55,7 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 		}
 		tlsCfg.RootCAs = x509.NewCertPool()
 		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("health.caFile %q: no PEM certificate found", cfg.CAFile)
+			return nil, fmt.Errorf("health.caFile: %q holds no PEM certificate; point it at the CA that signed the apiserver's serving certificate, e.g. /etc/kubernetes/pki/ca.crt", cfg.CAFile)
 		}
 	}
 	if cfg.CertFile != "" || cfg.KeyFile != "" {
@@ -66,7 +66,7 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 			return &c, err
 		}}
 		if _, err := cert.get(); err != nil {
-			return nil, fmt.Errorf("health.certFile %q, health.keyFile %q: %w", cfg.CertFile, cfg.KeyFile, err)
+			return nil, fmt.Errorf("health.certFile %q, health.keyFile %q: %w; point them at a PEM client certificate and its key", cfg.CertFile, cfg.KeyFile, err)
 		}
 		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert.get() }
 	}
@@ -78,10 +78,15 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 			if err == nil && tok == "" {
 				err = fmt.Errorf("%s is empty", cfg.TokenFile)
 			}
+			// A token that cannot go in a header would fail every probe
+			// with a transport error that does not name the file.
+			if err == nil && strings.IndexFunc(tok, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) >= 0 {
+				err = fmt.Errorf("%s holds a line break or control character inside the token; it must hold the token alone", cfg.TokenFile)
+			}
 			return tok, err
 		}}
 		if _, err := p.token.get(); err != nil {
-			return nil, fmt.Errorf("health.tokenFile: %w", err)
+			return nil, fmt.Errorf("health.tokenFile: %w; point it at a file holding the bearer token", err)
 		}
 	}
 

@@ -371,7 +371,9 @@ func (m *Machine) detail(r Reason, now time.Time) string {
 		}
 		return fmt.Sprintf("%s: announced with GRACEFUL_SHUTDOWN 65535:0 until %s, then withdrawn", why, m.gshutUntil.Format(time.RFC3339Nano))
 	case ReasonDamped:
-		return fmt.Sprintf("health flapped (penalty %.2f >= %g); held until %s", m.decayed(now), m.cfg.Damping.Suppress, m.SuppressedUntil().Format(time.RFC3339))
+		// The penalty as it reached suppress at the last flap: the decayed
+		// value now can be below suppress and read like a contradiction.
+		return fmt.Sprintf("health flapped (penalty reached %.2f >= suppress %g at %s); held until %s", m.penalty, m.cfg.Damping.Suppress, m.penaltyAt.Format(time.RFC3339), m.SuppressedUntil().Format(time.RFC3339))
 	}
 	return ""
 }

@@ -317,3 +317,22 @@ func TestNextProbe(t *testing.T) {
 		}
 	})
 }
+
+// The damped detail prints the penalty that triggered suppression, not
+// the decayed one, which read "penalty 2.12 >= 2.5".
+func TestDampedDetailPenalty(t *testing.T) {
+	now := time.Unix(0, 0)
+	cfg := MachineConfig{Rise: 1, Fall: 1, Damping: DampingConfig{HalfLife: 10 * time.Second, Suppress: 2.5, Reuse: 1}}
+	m := NewMachine(cfg, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}, now)
+	m.SetPeerUp(true, now)
+	for _, ok := range []bool{true, false, true, false, true, false} {
+		m.Probe(ProbeResult{OK: ok}, now)
+	}
+	tr := m.Probe(ProbeResult{OK: true}, now.Add(5*time.Second))
+	if tr == nil || tr.To != ReasonDamped {
+		t.Fatalf("healthy while suppressed: transition %+v, want one to %s", tr, ReasonDamped)
+	}
+	if want := "penalty reached 3.00 >= suppress 2.5"; !strings.Contains(tr.Detail, want) {
+		t.Errorf("detail %q, want %q", tr.Detail, want)
+	}
+}

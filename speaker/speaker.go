@@ -109,9 +109,12 @@ func New(cfg Config, d Deps) (*Speaker, error) {
 	s.ribGraceful = map[netip.Prefix]bool{}
 	s.status.Decisions = s.newMachine().Decisions()
 	if d.StateFile != "" {
-		st, err := ReadState(d.StateFile)
+		st, truncated, err := readState(d.StateFile)
 		if err != nil {
 			return nil, err
+		}
+		if truncated {
+			d.Log.Warn("state file: drain reason truncated", "file", d.StateFile, "limit", MaxDrainReason)
 		}
 		s.restored = st
 		s.status.Drained, s.status.DrainReason = st.Drained, st.Reason

@@ -323,6 +323,11 @@ func (v *service) Undrain(ctx context.Context, req *apiv1.UndrainRequest) (*apiv
 	return &apiv1.UndrainResponse{Persisted: p, Warning: w}, nil
 }
 
+// StateFileDisabled is the warning of a Drain or Undrain answered with
+// persisted false because api.stateFile is "" on purpose, as opposed to a
+// state file that could not be written. Clients match it exactly.
+const StateFileDisabled = "api.stateFile is empty: this will not survive a restart of vipcast"
+
 func (v *service) setDrained(ctx context.Context, drained bool, reason string) (persisted bool, warning string, err error) {
 	verb := "undrain"
 	if drained {
@@ -330,6 +335,9 @@ func (v *service) setDrained(ctx context.Context, drained bool, reason string) (
 	}
 	if v.readOnly {
 		return false, "", status.Errorf(codes.PermissionDenied, "this listener is read-only (%s: true): %s refused; use a listener without readOnly (e.g. the unix socket)", v.readOnlyKey, verb)
+	}
+	if err := speaker.CheckDrainReason(reason); err != nil {
+		return false, "", status.Errorf(codes.InvalidArgument, "%s refused: %v", verb, err)
 	}
 	v.s.opt.Log.Info("operator request", "action", verb, "reason", reason, "client", clientName(ctx))
 	err = v.s.sp.SetDrainedReason(ctx, drained, reason)
@@ -344,7 +352,7 @@ func (v *service) setDrained(ctx context.Context, drained bool, reason string) (
 		return false, "", status.Errorf(codes.Unavailable, "%s: %v", verb, err)
 	}
 	if v.s.cfg.StateFile == "" {
-		return false, "api.stateFile is empty: this will not survive a restart of vipcast", nil
+		return false, StateFileDisabled, nil
 	}
 	return true, "", nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/policy"
 	"github.com/vipcast/vipcast/speaker"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 )
@@ -87,6 +88,8 @@ type Options struct {
 	Observer speaker.Observer
 	// Healthy starts the prober passing.
 	Healthy bool
+	// GracefulShutdown is the speaker's RFC 8326 setting; off if zero.
+	GracefulShutdown policy.GracefulShutdownConfig
 }
 
 // Dir returns a short temporary directory (unix socket paths are limited to
@@ -128,7 +131,7 @@ func Start(t testing.TB, o Options) *Env {
 	e.Prober.OK.Store(o.Healthy)
 	sp, err := speaker.New(cfg, speaker.Deps{
 		Router: router, Addresses: &Addrs{}, Prober: e.Prober,
-		Observer: o.Observer, StateFile: o.API.StateFile,
+		Observer: o.Observer, StateFile: o.API.StateFile, GracefulShutdown: o.GracefulShutdown,
 	})
 	if err != nil {
 		t.Fatal(err)
