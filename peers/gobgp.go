@@ -91,6 +91,10 @@ type peerTrack struct {
 	state     SessionState
 	lastError string
 	warned    bool // a connect failure was logged at Warn during this outage
+
+	maxPrefixes     uint32
+	prefixLimitHits uint64
+	prefixLimited   bool // LastError is the prefix limit: keep it over the Cease that follows
 }
 
 var _ Router = (*GoBGP)(nil)
@@ -128,7 +132,7 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		if err != nil {
 			return nil, fmt.Errorf("peer address %q: %w", p.Address, err)
 		}
-		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle}
+		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle, maxPrefixes: p.MaxPrefixes}
 	}
 	return g, nil
 }
@@ -421,6 +425,13 @@ func apiPeer(p Peer) (*api.Peer, error) {
 		if gr {
 			as.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 		}
+		// GoBGP keeps every received route in the Adj-RIB-In, rejected or
+		// not: only a limit bounds the memory a router can make it use.
+		maxPrefixes := p.MaxPrefixes
+		if maxPrefixes == 0 {
+			maxPrefixes = DefaultMaxPrefixes
+		}
+		as.PrefixLimits = &api.PrefixLimit{Family: as.Config.Family, MaxPrefixes: maxPrefixes, ShutdownThresholdPct: prefixWarnPct}
 		ap.AfiSafis = append(ap.AfiSafis, as)
 	}
 	return ap, nil
@@ -581,6 +592,7 @@ func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
 		if running {
 			g.pmu.Lock()
 			st.LastError = g.peers[addr].lastError
+			st.PrefixLimitHits = g.peers[addr].prefixLimitHits
 			g.pmu.Unlock()
 		}
 		out = append(out, st)
@@ -787,6 +799,7 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 	t.state = state
 	if state == StateEstablished {
 		t.warned = false
+		t.prefixLimited = false
 	}
 	g.pmu.Unlock()
 	switch {

@@ -62,6 +62,7 @@ type Metrics struct {
 	lastTransition prometheus.Gauge
 	drained        atomic.Pointer[func() bool] // set by ObserveDrained
 	bfd            *bfdCollector               // BFD sessions from the latest OnPeers
+	prefixLimit    *prefixLimitCollector
 
 	mu        sync.Mutex
 	seenPeers map[string]bool
@@ -102,8 +103,9 @@ func New(version string, vips []netip.Prefix) *Metrics {
 			Name: "vipcast_last_transition_timestamp_seconds",
 			Help: "Unix time of the last change of decision.",
 		}),
-		bfd:       newBFDCollector(),
-		seenPeers: map[string]bool{},
+		bfd:         newBFDCollector(),
+		prefixLimit: newPrefixLimitCollector(),
+		seenPeers:   map[string]bool{},
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "vipcast_build_info",
@@ -124,7 +126,7 @@ func New(version string, vips []netip.Prefix) *Metrics {
 		return 0
 	})
 	m.reg.MustRegister(m.vipAdvertised, m.vipAnnounced, m.checks, m.checkDuration, m.peerState,
-		m.transitions, m.lastTransition, drained, m.bfd, build,
+		m.transitions, m.lastTransition, drained, m.bfd, m.prefixLimit, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, v := range vips {
 		m.vipAdvertised.WithLabelValues(v.String()).Set(0)
@@ -196,6 +198,7 @@ func (m *Metrics) OnPeers(ps []peers.PeerStatus) {
 	}
 	m.seenPeers = now
 	m.bfd.set(ps)
+	m.prefixLimit.set(ps)
 }
 
 // ReasonClass buckets a probe's reason into a few stable label values:
