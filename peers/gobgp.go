@@ -71,6 +71,7 @@ type GoBGP struct {
 	bfdStop    context.CancelFunc
 	bfdDone    chan struct{}
 	bfdRunning atomic.Bool
+	bfdHold    map[netip.Addr]time.Duration // BGP hold time per BFD peer; set before BFD runs, then read-only
 }
 
 const (
@@ -662,6 +663,10 @@ func (g *GoBGP) startBFD(ctx context.Context) error {
 		}
 		multihop = multihop || sc.Multihop
 		sessions = append(sessions, sc)
+		if g.bfdHold == nil {
+			g.bfdHold = map[netip.Addr]time.Duration{}
+		}
+		g.bfdHold[addr] = p.HoldTime
 	}
 	if len(sessions) == 0 {
 		return nil
@@ -708,7 +713,11 @@ func (g *GoBGP) onBFD(c bfd.StateChange) {
 	defer cancel()
 	switch {
 	case c.New == bfd.StateUp:
-		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer)
+		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer, "detectTime", c.DetectTime)
+		if hold := g.bfdHold[c.Peer]; hold > 0 && c.DetectTime > hold {
+			g.log.Warn("BFD detection time exceeds the BGP hold time: the router's BFD timers make BFD slower than BGP's own failure detection; lower its minimum intervals or multiplier",
+				"peer", c.Peer, "detectTime", c.DetectTime, "holdTime", hold)
+		}
 		if err := g.setAdmin(ctx, c.Peer, true, ""); err != nil {
 			g.log.Error("enabling BGP session after BFD up", "peer", c.Peer, "err", err)
 		}
