@@ -70,7 +70,8 @@ type Peer struct {
 	// MaxPrefixes bounds the routes the router may send per address family
 	// (0: DefaultMaxPrefixes). vipcast imports none, but GoBGP keeps every
 	// received route (about 0.8 KB each) until the session ends; above the
-	// limit the session is closed with a Cease and retried.
+	// limit the session is closed with a Cease and stays down until a
+	// restart or a change of this peer's configuration.
 	MaxPrefixes uint32 `mapstructure:"maxPrefixes"`
 	// NodeCIDRs, if set, limit the peer to nodes with an address in one of
 	// them (see Config.Select).

@@ -159,7 +159,7 @@ func envInt(t *testing.T, name string, def int64) int64 {
 // the prefix limit. The issue measured 107 MiB for 100,000 routes without
 // the limit. For the measurements in docs/hardening.md: VIPCAST_ROUTES
 // (routes offered in all), VIPCAST_SESSIONS (limit hits to wait for, the
-// default 1) and VIPCAST_MAXPREFIXES (peers[].maxPrefixes; a value above
+// default 1; more need the peer re-enabled) and VIPCAST_MAXPREFIXES (peers[].maxPrefixes; a value above
 // VIPCAST_ROUTES shows the unlimited behaviour).
 func TestGoBGPRouteFloodBounded(t *testing.T) {
 	offer := envInt(t, "VIPCAST_ROUTES", 1_000_000)
@@ -186,9 +186,8 @@ func TestGoBGPRouteFloodBounded(t *testing.T) {
 	}
 	t.Cleanup(func() { g.Stop(ctx) })
 
-	// Sample the heap until the limit closed enough sessions, every route
-	// was offered, or the deadline: each session carries what vipcast
-	// reads before its Cease, and GoBGP reconnects 5 s later.
+	// Sample the heap until the limit closed the session (it then stays
+	// down), every route was offered (unlimited), or the deadline.
 	var peak uint64
 	var ps []PeerStatus
 	deadline := time.Now().Add(time.Duration(sessions)*10*time.Second + time.Duration(offer/10_000)*time.Second)
