@@ -67,6 +67,12 @@ type Peer struct {
 	Families []string `mapstructure:"families"`
 	// BFD ties the session to a BFD session with the router.
 	BFD BFDConfig `mapstructure:"bfd"`
+	// MaxPrefixes bounds the routes the router may send per address family
+	// (0: DefaultMaxPrefixes). vipcast imports none, but GoBGP keeps every
+	// received route (about 0.8 KB each) until the session ends; above the
+	// limit the session is closed with a Cease and stays down until a
+	// restart or a change of this peer's configuration.
+	MaxPrefixes uint32 `mapstructure:"maxPrefixes"`
 	// NodeCIDRs, if set, limit the peer to nodes with an address in one of
 	// them (see Config.Select).
 	NodeCIDRs []string `mapstructure:"nodeCIDRs"`
@@ -112,6 +118,11 @@ const (
 	DefaultBFDMultiplier = 3
 )
 
+// DefaultMaxPrefixes is far above what a router should send a node that
+// imports nothing (usually 0, at most a default route and a few more), and
+// small enough that a router leaking a full table costs under 1 MiB.
+const DefaultMaxPrefixes = 1000
+
 // Config is the bgp and peers sections of the configuration file.
 type Config struct {
 	BGP   Global `mapstructure:"bgp"`
@@ -154,6 +165,9 @@ func (c Config) WithDefaults() Config {
 		}
 		if p.LocalASN == 0 {
 			p.LocalASN = c.BGP.ASN
+		}
+		if p.MaxPrefixes == 0 {
+			p.MaxPrefixes = DefaultMaxPrefixes
 		}
 		if p.GracefulRestart.Enabled && p.GracefulRestart.RestartTime == 0 {
 			p.GracefulRestart.RestartTime = DefaultRestartTime

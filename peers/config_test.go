@@ -79,8 +79,8 @@ func TestWithDefaults(t *testing.T) {
 	c := Config{BGP: Global{ASN: 64512}, Peers: []Peer{{Address: "192.0.2.1", ASN: 65000}, {Address: "2001:db8::1", ASN: 65000, HoldTime: 30 * time.Second}}}
 	got := c.WithDefaults().Peers
 	want := []Peer{
-		{Address: "192.0.2.1", ASN: 65000, LocalASN: 64512, Port: 179, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: 5 * time.Second, Families: []string{"ipv4"}},
-		{Address: "2001:db8::1", ASN: 65000, LocalASN: 64512, Port: 179, HoldTime: 30 * time.Second, KeepaliveTime: 10 * time.Second, ConnectRetry: 5 * time.Second, Families: []string{"ipv6"}},
+		{Address: "192.0.2.1", ASN: 65000, LocalASN: 64512, Port: 179, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: 5 * time.Second, Families: []string{"ipv4"}, MaxPrefixes: DefaultMaxPrefixes},
+		{Address: "2001:db8::1", ASN: 65000, LocalASN: 64512, Port: 179, HoldTime: 30 * time.Second, KeepaliveTime: 10 * time.Second, ConnectRetry: 5 * time.Second, Families: []string{"ipv6"}, MaxPrefixes: DefaultMaxPrefixes},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("WithDefaults (-want +got):\n%s", diff)

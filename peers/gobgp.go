@@ -71,6 +71,7 @@ type GoBGP struct {
 	bfdStop    context.CancelFunc
 	bfdDone    chan struct{}
 	bfdRunning atomic.Bool
+	bfdHold    map[netip.Addr]time.Duration // BGP hold time per BFD peer; set before BFD runs, then read-only
 }
 
 const (
@@ -91,6 +92,10 @@ type peerTrack struct {
 	state     SessionState
 	lastError string
 	warned    bool // a connect failure was logged at Warn during this outage
+
+	maxPrefixes     uint32
+	prefixLimitHits uint64
+	prefixLimited   bool // LastError is the prefix limit: keep it over the Cease that follows
 }
 
 var _ Router = (*GoBGP)(nil)
@@ -128,7 +133,7 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		if err != nil {
 			return nil, fmt.Errorf("peer address %q: %w", p.Address, err)
 		}
-		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle}
+		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle, maxPrefixes: p.MaxPrefixes}
 	}
 	return g, nil
 }
@@ -421,6 +426,13 @@ func apiPeer(p Peer) (*api.Peer, error) {
 		if gr {
 			as.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 		}
+		// GoBGP keeps every received route in the Adj-RIB-In, rejected or
+		// not: only a limit bounds the memory a router can make it use.
+		maxPrefixes := p.MaxPrefixes
+		if maxPrefixes == 0 {
+			maxPrefixes = DefaultMaxPrefixes
+		}
+		as.PrefixLimits = &api.PrefixLimit{Family: as.Config.Family, MaxPrefixes: maxPrefixes, ShutdownThresholdPct: prefixWarnPct}
 		ap.AfiSafis = append(ap.AfiSafis, as)
 	}
 	return ap, nil
@@ -581,6 +593,7 @@ func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
 		if running {
 			g.pmu.Lock()
 			st.LastError = g.peers[addr].lastError
+			st.PrefixLimitHits = g.peers[addr].prefixLimitHits
 			g.pmu.Unlock()
 		}
 		out = append(out, st)
@@ -650,6 +663,10 @@ func (g *GoBGP) startBFD(ctx context.Context) error {
 		}
 		multihop = multihop || sc.Multihop
 		sessions = append(sessions, sc)
+		if g.bfdHold == nil {
+			g.bfdHold = map[netip.Addr]time.Duration{}
+		}
+		g.bfdHold[addr] = p.HoldTime
 	}
 	if len(sessions) == 0 {
 		return nil
@@ -696,7 +713,11 @@ func (g *GoBGP) onBFD(c bfd.StateChange) {
 	defer cancel()
 	switch {
 	case c.New == bfd.StateUp:
-		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer)
+		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer, "detectTime", c.DetectTime)
+		if hold := g.bfdHold[c.Peer]; hold > 0 && c.DetectTime > hold {
+			g.log.Warn("BFD detection time exceeds the BGP hold time: the router's BFD timers make BFD slower than BGP's own failure detection; lower its minimum intervals or multiplier",
+				"peer", c.Peer, "detectTime", c.DetectTime, "holdTime", hold)
+		}
 		if err := g.setAdmin(ctx, c.Peer, true, ""); err != nil {
 			g.log.Error("enabling BGP session after BFD up", "peer", c.Peer, "err", err)
 		}
@@ -787,6 +808,7 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 	t.state = state
 	if state == StateEstablished {
 		t.warned = false
+		t.prefixLimited = false
 	}
 	g.pmu.Unlock()
 	switch {

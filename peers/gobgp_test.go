@@ -483,3 +483,52 @@ func TestPeerReason(t *testing.T) {
 		}
 	}
 }
+
+// TestGoBGPPrefixLimit: a router that sends routes (vipcast imports none)
+// must not grow vipcast without bound. GoBGP keeps every received route in
+// the Adj-RIB-In, so above peers[].maxPrefixes the session is closed, the
+// routes are dropped and the status, log and counter say why.
+func TestGoBGPPrefixLimit(t *testing.T) {
+	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+	const limit, offered = 50, 120
+	for i := range offered {
+		r.Originate(t, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
+	}
+	g, logs := startVipcast(t, r, Peer{MaxPrefixes: limit}, vip4)
+	st := waitPeer(t, g, "closed by the prefix limit", func(p PeerStatus) bool { return p.PrefixLimitHits > 0 })
+	if want := "prefix limit: the router sent more than 50 ipv4-unicast routes (peers[].maxPrefixes)"; !strings.HasPrefix(st.LastError, want) {
+		t.Errorf("LastError = %q, want it to start with %q", st.LastError, want)
+	}
+	for _, want := range []string{`msg="BGP peer exceeded the prefix limit: closing the session, which stays down until vipcast restarts or the peer's configuration changes" peer=127.0.0.1 family=ipv4-unicast limit=50 hits=1`,
+		`msg="BGP peer sends routes, which vipcast never imports: near the prefix limit"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	// What was held is bounded by the limit, plus at most one UPDATE's worth.
+	ctx := context.Background()
+	n := 0
+	err := g.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_ADJ_IN, Name: "127.0.0.1",
+		Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, EnableFiltered: true},
+		func(d *api.Destination) { n += len(d.Paths) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > limit {
+		t.Errorf("Adj-RIB-In holds %d routes after the limit, want <= %d", n, limit)
+	}
+}
+
+func TestMaxPrefixesDefault(t *testing.T) {
+	c := Config{BGP: Global{ASN: localASN}, Peers: []Peer{{Address: "192.0.2.1", ASN: routerASN}, {Address: "192.0.2.2", ASN: routerASN, MaxPrefixes: 5}}}.WithDefaults()
+	if got := []uint32{c.Peers[0].MaxPrefixes, c.Peers[1].MaxPrefixes}; !slices.Equal(got, []uint32{DefaultMaxPrefixes, 5}) {
+		t.Errorf("MaxPrefixes = %v, want [%d 5]", got, DefaultMaxPrefixes)
+	}
+	ap, err := apiPeer(c.Peers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl := ap.AfiSafis[0].GetPrefixLimits(); pl.GetMaxPrefixes() != DefaultMaxPrefixes || pl.GetShutdownThresholdPct() != prefixWarnPct {
+		t.Errorf("GoBGP prefix limit = %v", pl)
+	}
+}

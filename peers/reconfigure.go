@@ -120,7 +120,7 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
 			}
 			g.pmu.Lock()
-			g.peers[c.addr] = &peerTrack{password: c.new.PasswordFile != "", state: StateIdle}
+			g.peers[c.addr] = &peerTrack{password: c.new.PasswordFile != "", state: StateIdle, maxPrefixes: c.new.MaxPrefixes}
 			g.pmu.Unlock()
 			if err := g.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: adds[c.addr]}); err != nil {
 				return fmt.Errorf("reconfigure: adding peer %s: %w", c.addr, err)

@@ -63,6 +63,7 @@ type Metrics struct {
 	loRemovals     *prometheus.CounterVec
 	drained        atomic.Pointer[func() bool] // set by ObserveDrained
 	bfd            *bfdCollector               // BFD sessions from the latest OnPeers
+	prefixLimit    *prefixLimitCollector
 
 	mu        sync.Mutex
 	seenPeers map[string]bool
@@ -107,8 +108,9 @@ func New(version string, vips []netip.Prefix) *Metrics {
 			Name: "vipcast_vip_loopback_removals_total",
 			Help: "VIPs found removed from the loopback behind vipcast's back, by result: restored (put back at once, the route stayed) or failed (could not be put back: withdrawn).",
 		}, []string{"vip", "result"}),
-		bfd:       newBFDCollector(),
-		seenPeers: map[string]bool{},
+		bfd:         newBFDCollector(),
+		prefixLimit: newPrefixLimitCollector(),
+		seenPeers:   map[string]bool{},
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "vipcast_build_info",
@@ -129,7 +131,7 @@ func New(version string, vips []netip.Prefix) *Metrics {
 		return 0
 	})
 	m.reg.MustRegister(m.vipAdvertised, m.vipAnnounced, m.checks, m.checkDuration, m.peerState,
-		m.transitions, m.lastTransition, m.loRemovals, drained, m.bfd, build,
+		m.transitions, m.lastTransition, m.loRemovals, drained, m.bfd, m.prefixLimit, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, v := range vips {
 		m.vipAdvertised.WithLabelValues(v.String()).Set(0)
@@ -213,6 +215,7 @@ func (m *Metrics) OnPeers(ps []peers.PeerStatus) {
 	}
 	m.seenPeers = now
 	m.bfd.set(ps)
+	m.prefixLimit.set(ps)
 }
 
 // ReasonClass buckets a probe's reason into a few stable label values:

@@ -112,6 +112,7 @@ func TestMetricsScrape(t *testing.T) {
 			Since: time.Now().Add(-time.Minute), PrefixesSent: 1,
 			BFD: &peers.BFDStatus{State: "Up", RemoteState: "Up", TxInterval: 100 * time.Millisecond, DetectTime: 300 * time.Millisecond,
 				RxPackets: 40, TxPackets: 41, Flaps: 2},
+			PrefixLimitHits: 3,
 		},
 		peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, State: peers.StateActive},
 	)
@@ -157,15 +158,18 @@ func TestMetricsScrape(t *testing.T) {
 		{"vipcast_bfd_packets_total", map[string]string{"peer": "192.0.2.1", "direction": "rx"}, 40},
 		{"vipcast_bfd_packets_total", map[string]string{"peer": "192.0.2.1", "direction": "tx"}, 41},
 		{"vipcast_bfd_flaps_total", bfdPeer, 2},
+		{"vipcast_bgp_prefix_limit_hits_total", bfdPeer, 3},
+		{"vipcast_bgp_prefix_limit_hits_total", map[string]string{"peer": "192.0.2.2"}, 0},
 	} {
 		if v, ok := value(fams, c.name, c.labels); !ok || v != c.want {
 			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, ok, c.want)
 		}
 	}
 	for name, typ := range map[string]dto.MetricType{
-		"vipcast_bfd_session_state": dto.MetricType_GAUGE,
-		"vipcast_bfd_packets_total": dto.MetricType_COUNTER,
-		"vipcast_bfd_flaps_total":   dto.MetricType_COUNTER,
+		"vipcast_bfd_session_state":           dto.MetricType_GAUGE,
+		"vipcast_bfd_packets_total":           dto.MetricType_COUNTER,
+		"vipcast_bfd_flaps_total":             dto.MetricType_COUNTER,
+		"vipcast_bgp_prefix_limit_hits_total": dto.MetricType_COUNTER,
 	} {
 		if f := fams[name]; f == nil || f.GetType() != typ {
 			t.Errorf("%s: family %v, want type %v", name, f, typ)
