@@ -104,7 +104,7 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 			if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: c.addr.String(), Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {
 				return fmt.Errorf("reconfigure: peer %s: resending with the new policy: %w", c.addr, err)
 			}
-			g.log.Info("peer policy or IPv6 next hop changed: paths resent, session kept", "peer", c.addr)
+			g.log.Info("peer policy changed: paths resent, session kept", "peer", c.addr)
 			continue
 		}
 		if c.old != nil {
