@@ -16,19 +16,29 @@ import (
 // temporary (privacy) are skipped: the router must reach the next hop for as
 // long as the route lives.
 func globalIPv6Towards(peer netip.Addr) (netip.Addr, string, error) {
-	routes, err := netlink.RouteGet(net.IP(peer.AsSlice()))
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return netip.Addr{}, "", fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	return globalIPv6At(h, peer)
+}
+
+// globalIPv6At is globalIPv6Towards in h's network namespace.
+func globalIPv6At(h *netlink.Handle, peer netip.Addr) (netip.Addr, string, error) {
+	routes, err := h.RouteGet(net.IP(peer.AsSlice()))
 	if err != nil {
 		return netip.Addr{}, "", fmt.Errorf("route to %s: %w", peer, err)
 	}
 	if len(routes) == 0 || routes[0].LinkIndex == 0 {
 		return netip.Addr{}, "", fmt.Errorf("route to %s: %w", peer, errors.New("the kernel names no interface"))
 	}
-	link, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	link, err := h.LinkByIndex(routes[0].LinkIndex)
 	if err != nil {
 		return netip.Addr{}, "", fmt.Errorf("interface %d towards %s: %w", routes[0].LinkIndex, peer, err)
 	}
 	name := link.Attrs().Name
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V6)
+	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
 	if err != nil {
 		return netip.Addr{}, name, fmt.Errorf("addresses of %s: %w", name, err)
 	}
