@@ -602,6 +602,21 @@ func TestGoBGPIPv6OverIPv4(t *testing.T) {
 		if st := waitPeer(t, g, "established", established); !st.Since.Equal(since) {
 			t.Errorf("session up since %v after the reload, was %v: the next hop change reset it", st.Since, since)
 		}
+		// The node loses its address while the router has the IPv6 VIP:
+		// it is withdrawn from this session (a soft reset alone would
+		// leave it there), the IPv4 VIP and the session stay.
+		g.mu.Lock()
+		g.globalIPv6 = none
+		g.mu.Unlock()
+		cfg.Peers[0].NextHopIPv6 = ""
+		if err := g.Reconfigure(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		waitPaths(t, r, map[netip.Prefix]netip.Addr{vip4: loop})
+		st = waitPeer(t, g, "refusing again", func(p PeerStatus) bool { return strings.Contains(p.LastError, "IPv6 VIPs not sent") })
+		if !st.Since.Equal(since) {
+			t.Errorf("session up since %v after the refusal, was %v: it was reset", st.Since, since)
+		}
 	})
 }
 

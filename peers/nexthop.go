@@ -9,6 +9,8 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+
+	"github.com/vipcast/vipcast/policy"
 )
 
 // errNoGlobalIPv6 is what the automatic IPv6 next hop fails with when the
@@ -119,12 +121,58 @@ func (g *GoBGP) applyNextHops(ctx context.Context) {
 		if !ok || cur == nh {
 			continue
 		}
-		if err := g.setExport(ctx, p, exports[i], nh); err != nil {
+		if err := g.replaceExport(ctx, p, exports[i], nh); err != nil {
 			g.log.Error("IPv6 next hop changed but the export policy was not replaced", "peer", addr, "err", err)
-			continue
-		}
-		if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {
-			g.log.Error("IPv6 next hop changed but the paths were not resent", "peer", addr, "err", err)
 		}
 	}
+}
+
+// replaceExport installs a session's new export policy and makes the
+// router see the result: a soft reset out resends the paths, and, when the
+// IPv6 VIPs must leave a session that carried them, they are withdrawn and
+// originated again around the change, because GoBGP's soft reset never
+// withdraws what a new export policy rejects. That costs the other sessions
+// a withdraw and re-announce of the IPv6 VIPs, only when a node loses its
+// IPv6 next hop. Callers hold mu.
+func (g *GoBGP) replaceExport(ctx context.Context, p Peer, e policy.Export, nh nextHop6) error {
+	addr, err := netip.ParseAddr(p.Address)
+	if err != nil {
+		return err
+	}
+	if cur, ok := g.nextHops[addr]; ok && cur.refused == "" && nh.refused != "" {
+		var v6 []netip.Prefix
+		for pfx := range g.paths {
+			if pfx.Addr().Is6() {
+				v6 = append(v6, pfx)
+			}
+		}
+		for _, pfx := range v6 {
+			if err := g.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Uuid: g.paths[pfx].uuid}); err != nil {
+				return fmt.Errorf("withdrawing %s: %w", pfx, err)
+			}
+		}
+		err := g.setExport(ctx, p, e, nh)
+		for _, pfx := range v6 {
+			cur := g.paths[pfx]
+			path, perr := apiPath(pfx, cur.attrs)
+			if perr == nil {
+				var resp *api.AddPathResponse
+				if resp, perr = g.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path}); perr == nil {
+					cur.uuid = resp.Uuid
+					g.paths[pfx] = cur
+					continue
+				}
+			}
+			delete(g.paths, pfx) // the next reconcile announces it again
+			err = errors.Join(err, fmt.Errorf("announcing %s again: %w", pfx, perr))
+		}
+		return err
+	}
+	if err := g.setExport(ctx, p, e, nh); err != nil {
+		return err
+	}
+	if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {
+		return fmt.Errorf("resending the paths: %w", err)
+	}
+	return nil
 }

@@ -96,13 +96,10 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 	}
 	for _, c := range changes {
 		if c.policyOnly {
-			if err := g.setExport(ctx, *c.new, c.export, c.nh); err != nil {
-				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
-			}
 			// Soft reset out: the session stays, the router gets the path
 			// again with the new attributes.
-			if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: c.addr.String(), Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {
-				return fmt.Errorf("reconfigure: peer %s: resending with the new policy: %w", c.addr, err)
+			if err := g.replaceExport(ctx, *c.new, c.export, c.nh); err != nil {
+				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
 			}
 			g.log.Info("peer policy changed: paths resent, session kept", "peer", c.addr)
 			continue
