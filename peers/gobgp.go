@@ -187,9 +187,6 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 	if err := s.WatchEvent(watchCtx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, g.onEvent); err != nil {
 		return fmt.Errorf("watching peers: %w", err)
 	}
-	if err := g.startBFD(ctx); err != nil {
-		return fmt.Errorf("BFD: %w", err)
-	}
 	exports, err := g.sessionExports(g.cfg.Peers)
 	if err != nil {
 		return err
@@ -205,6 +202,14 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 		if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
 			return fmt.Errorf("peer %s: %w", p.Address, err)
 		}
+	}
+	// BFD only once every peer exists in GoBGP (a BFD peer waits there
+	// administratively down): a router already sending BFD brings a session
+	// Up within milliseconds, and enabling a peer GoBGP does not have yet
+	// fails once and is never retried, leaving the BGP session down for good
+	// while BFD stays Up.
+	if err := g.startBFD(ctx); err != nil {
+		return fmt.Errorf("BFD: %w", err)
 	}
 	g.nextHopDone = make(chan struct{})
 	go g.refreshNextHops(watchCtx, g.nextHopDone)
