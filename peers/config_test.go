@@ -46,6 +46,23 @@ func TestValidate(t *testing.T) {
 		{"passive needs a listener", func(c *Config) { c.Peers[0].Passive = true }, []string{"peers[0].passive: true but bgp.listenPort is 0"}},
 		{"source family", func(c *Config) { c.Peers[0].SourceAddress = "2001:db8::11" }, []string{"peers[0].sourceAddress: 2001:db8::11 is not the same family"}},
 		{"family", func(c *Config) { c.Peers[0].Families = []string{"l2vpn"} }, []string{`peers[0].families[0]: "l2vpn" is not a family`}},
+		{"nextHopIPv6 valid", func(c *Config) {
+			c.Peers[0].Families = []string{"ipv4", "ipv6"}
+			c.Peers[0].NextHopIPv6 = "2001:db8:2::11"
+		}, nil},
+		{"nextHopIPv6 not IPv6", func(c *Config) {
+			c.Peers[0].Families = []string{"ipv4", "ipv6"}
+			c.Peers[0].NextHopIPv6 = "192.0.2.11"
+		}, []string{`peers[0].nextHopIPv6: "192.0.2.11" is not an IPv6 address`}},
+		{"nextHopIPv6 mapped", func(c *Config) {
+			c.Peers[0].Families = []string{"ipv4", "ipv6"}
+			c.Peers[0].NextHopIPv6 = "::ffff:192.0.2.11"
+		}, []string{`peers[0].nextHopIPv6: "::ffff:192.0.2.11" is not an IPv6 address`}},
+		{"nextHopIPv6 link-local", func(c *Config) {
+			c.Peers[0].Families = []string{"ipv4", "ipv6"}
+			c.Peers[0].NextHopIPv6 = "fe80::11"
+		}, []string{"peers[0].nextHopIPv6: fe80::11 is not a global unicast address"}},
+		{"nextHopIPv6 without the ipv6 family", func(c *Config) { c.Peers[0].NextHopIPv6 = "2001:db8:2::11" }, []string{"peers[0].nextHopIPv6: 2001:db8:2::11 is set but the session carries no IPv6 routes (families [ipv4])"}},
 		{"password files", func(c *Config) {
 			c.Peers[0].PasswordFile = empty
 			c.Peers = append(c.Peers, Peer{Address: "192.0.2.2", ASN: 65000, PasswordFile: long}, Peer{Address: "192.0.2.3", ASN: 65000, PasswordFile: filepath.Join(dir, "missing")})
