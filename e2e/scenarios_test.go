@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -41,6 +45,7 @@ func TestAnycast(t *testing.T) {
 		{"vip-deleted-from-lo", vipDeletedFromLo},
 		{"second-instance-refused", secondInstanceRefused},
 		{"failed-restart-after-sigkill-no-stale-vip", failedRestartNoStaleVIP},
+		{"unwritable-state-file", unwritableStateFile},
 	}
 	for _, r := range routers {
 		t.Run(string(r), func(t *testing.T) {
@@ -505,4 +510,40 @@ func failedRestartNoStaleVIP(t *testing.T, l *lab.Lab) {
 			}
 		})
 	}
+}
+
+// (f) The state file cannot be written (a directory stands where it
+// belongs): drain still takes the node out at the router, but the CLI
+// exits 3 and says the drain would not survive a restart.
+func unwritableStateFile(t *testing.T, l *lab.Lab) {
+	n := l.Node(1)
+	path := filepath.Join(n.Dir, "state.json")
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.RemoveAll(path)
+		_, _ = n.Vipcast("undrain")
+	})
+	out, err := n.Vipcast("drain", "--reason", "e2e unwritable state")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 || !strings.Contains(out, "NOT saved") {
+		t.Fatalf("drain with an unwritable state file: %v, want exit status 3 naming the unsaved drain\n%s", err, out)
+	}
+	l.WaitNexthops(t, v4, l.Addrs(v4, l.Node(2), l.Node(3)), 30*time.Second)
+	if st, err := n.Vipcast("status"); err != nil || !strings.Contains(st, "drained") {
+		t.Errorf("status after the unsaved drain (err %v) does not say drained:\n%s", err, st)
+	}
+
+	// Once the path is writable again, the undrain is saved: exit 0.
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.Vipcast("undrain"); err != nil {
+		t.Fatalf("undrain: %v\n%s", err, out)
+	}
+	l.WaitNexthops(t, v4, l.AllAddrs(v4), 60*time.Second)
 }

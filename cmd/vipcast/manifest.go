@@ -180,6 +180,13 @@ func staticPod(cfg fileConfig, o staticPodOptions) *corev1.Pod {
 	if o.probePort != 0 {
 		port := int32(o.probePort)
 		c.Ports = []corev1.ContainerPort{{Name: "grpc-health", ContainerPort: port, Protocol: corev1.ProtocolTCP}}
+		// The health service listens only where the kubelet's gRPC probe
+		// dials: the pod IP, which with hostNetwork is the node's primary
+		// address; not on the VIP or the node's other addresses (as the
+		// chart does). Brackets suit both families.
+		c.Env = append(c.Env,
+			corev1.EnvVar{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+			corev1.EnvVar{Name: "VIPCAST_API_HEALTHLISTEN", Value: fmt.Sprintf("[$(POD_IP)]:%d", port)})
 		c.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: port}},
 			InitialDelaySeconds: 5, PeriodSeconds: 10, TimeoutSeconds: 2, FailureThreshold: 3}
 		c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: port}},
