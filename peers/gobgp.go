@@ -70,6 +70,11 @@ type GoBGP struct {
 	nextHopEvery time.Duration
 	nextHopDone  chan struct{}
 
+	// recoverCh feeds recoverLoop the peers whose session dropped; it
+	// closes recoverDone when watchCtx ends.
+	recoverCh   chan netip.Addr
+	recoverDone chan struct{}
+
 	pmu   sync.Mutex // guards peers; never held while calling GoBGP
 	peers map[netip.Addr]*peerTrack
 
@@ -132,6 +137,7 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		nextHops:     map[netip.Addr]nextHop6{},
 		globalIPv6:   globalIPv6Towards,
 		nextHopEvery: nextHopRefresh,
+		recoverCh:    make(chan netip.Addr, recoverQueue),
 	}
 	if _, err := g.sessionExports(g.cfg.Peers); err != nil {
 		return nil, err
@@ -218,6 +224,8 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 	}
 	g.nextHopDone = make(chan struct{})
 	go g.refreshNextHops(watchCtx, g.nextHopDone)
+	g.recoverDone = make(chan struct{})
+	go g.recoverLoop(watchCtx, g.recoverDone)
 	g.log.Info("BGP started", "asn", g.cfg.BGP.ASN, "routerID", rid, "peers", len(g.cfg.Peers), "listenPort", g.cfg.BGP.ListenPort)
 	return nil
 }
@@ -688,10 +696,13 @@ func (g *GoBGP) Stop(ctx context.Context) error {
 		return nil
 	}
 	err := g.shutdown(ctx)
-	done := g.nextHopDone
+	done, recovered := g.nextHopDone, g.recoverDone
 	g.mu.Unlock()
 	if done != nil {
 		<-done // it takes mu, so only now
+	}
+	if recovered != nil {
+		<-recovered // likewise
 	}
 	if err != nil {
 		return fmt.Errorf("stop BGP: %w", err)
@@ -875,7 +886,11 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 		t.warned = false
 		t.prefixLimited = false
 	}
+	recreate := prev == StateEstablished && state == StateIdle && !t.prefixLimited
 	g.pmu.Unlock()
+	if recreate {
+		g.queueRecover(addr)
+	}
 	switch {
 	case prev == state:
 	case state == StateEstablished:
