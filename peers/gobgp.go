@@ -109,6 +109,9 @@ type peerTrack struct {
 	maxPrefixes     uint32
 	prefixLimitHits uint64
 	prefixLimited   bool // LastError is the prefix limit: keep it over the Cease that follows
+	// recreated is when recoverLoop last replaced the peer: a router that
+	// keeps failing the session is retried every connectRetry, no faster.
+	recreated time.Time
 	// nextHopErr says why the IPv6 VIPs are not sent on this session; it
 	// stays until a reload finds a next hop, whatever the session does.
 	nextHopErr string
@@ -886,7 +889,11 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 		t.warned = false
 		t.prefixLimited = false
 	}
-	recreate := prev == StateEstablished && state == StateIdle && !t.prefixLimited
+	// Any session that got as far as an OPEN and then failed lands in
+	// GoBGP's 5 s idle hold; so does one that was up. A router restarting
+	// refuses the first tries while its configuration loads.
+	recreate := state == StateIdle && !t.prefixLimited &&
+		(prev == StateEstablished || prev == StateOpenSent || prev == StateOpenConfirm)
 	g.pmu.Unlock()
 	if recreate {
 		g.queueRecover(addr)

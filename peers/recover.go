@@ -24,7 +24,8 @@ func (g *GoBGP) queueRecover(addr netip.Addr) {
 	}
 }
 
-// recoverLoop recreates peers whose session fell from Established to Idle.
+// recoverLoop recreates peers whose session fell to Idle after it was up or
+// had exchanged an OPEN, at most once per connectRetry.
 // GoBGP v3 holds a dropped session in Idle for a fixed 5 s (holdtimeIdle in
 // its fsm.go, not configurable) before it dials or accepts again, so a router
 // restart or a link flap kept the VIPs away for about 6.5 s. A new peer
@@ -67,8 +68,17 @@ func (g *GoBGP) recreatePeer(ctx context.Context, addr netip.Addr) error {
 	g.pmu.Lock()
 	t := g.peers[addr]
 	limited := t == nil || t.prefixLimited
+	var wait time.Duration
+	if !limited {
+		wait = cfg.ConnectRetry - time.Since(t.recreated)
+	}
 	g.pmu.Unlock()
 	if limited {
+		return nil
+	}
+	if wait > 0 {
+		// The timer only queues; recoverLoop checks again then.
+		time.AfterFunc(wait, func() { g.queueRecover(addr) })
 		return nil
 	}
 	var cur *api.Peer
@@ -91,6 +101,9 @@ func (g *GoBGP) recreatePeer(ctx context.Context, addr netip.Addr) error {
 	if cfg.BFD.Enabled {
 		ap.Conf.AdminDown = !g.bfdUp(addr)
 	}
+	g.pmu.Lock()
+	t.recreated = time.Now()
+	g.pmu.Unlock()
 	if err := g.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
 		return fmt.Errorf("adding peer: %w", err)
 	}
