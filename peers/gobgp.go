@@ -70,6 +70,11 @@ type GoBGP struct {
 	nextHopEvery time.Duration
 	nextHopDone  chan struct{}
 
+	// recoverCh feeds recoverLoop the peers whose session dropped; it
+	// closes recoverDone when watchCtx ends.
+	recoverCh   chan netip.Addr
+	recoverDone chan struct{}
+
 	pmu   sync.Mutex // guards peers; never held while calling GoBGP
 	peers map[netip.Addr]*peerTrack
 
@@ -104,6 +109,9 @@ type peerTrack struct {
 	maxPrefixes     uint32
 	prefixLimitHits uint64
 	prefixLimited   bool // LastError is the prefix limit: keep it over the Cease that follows
+	// recreated is when recoverLoop last replaced the peer: a router that
+	// keeps failing the session is retried every connectRetry, no faster.
+	recreated time.Time
 	// nextHopErr says why the IPv6 VIPs are not sent on this session; it
 	// stays until a reload finds a next hop, whatever the session does.
 	nextHopErr string
@@ -132,6 +140,7 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		nextHops:     map[netip.Addr]nextHop6{},
 		globalIPv6:   globalIPv6Towards,
 		nextHopEvery: nextHopRefresh,
+		recoverCh:    make(chan netip.Addr, recoverQueue),
 	}
 	if _, err := g.sessionExports(g.cfg.Peers); err != nil {
 		return nil, err
@@ -218,6 +227,8 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 	}
 	g.nextHopDone = make(chan struct{})
 	go g.refreshNextHops(watchCtx, g.nextHopDone)
+	g.recoverDone = make(chan struct{})
+	go g.recoverLoop(watchCtx, g.recoverDone)
 	g.log.Info("BGP started", "asn", g.cfg.BGP.ASN, "routerID", rid, "peers", len(g.cfg.Peers), "listenPort", g.cfg.BGP.ListenPort)
 	return nil
 }
@@ -688,10 +699,13 @@ func (g *GoBGP) Stop(ctx context.Context) error {
 		return nil
 	}
 	err := g.shutdown(ctx)
-	done := g.nextHopDone
+	done, recovered := g.nextHopDone, g.recoverDone
 	g.mu.Unlock()
 	if done != nil {
 		<-done // it takes mu, so only now
+	}
+	if recovered != nil {
+		<-recovered // likewise
 	}
 	if err != nil {
 		return fmt.Errorf("stop BGP: %w", err)
@@ -875,7 +889,15 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 		t.warned = false
 		t.prefixLimited = false
 	}
+	// Any session that got as far as an OPEN and then failed lands in
+	// GoBGP's 5 s idle hold; so does one that was up. A router restarting
+	// refuses the first tries while its configuration loads.
+	recreate := state == StateIdle && !t.prefixLimited &&
+		(prev == StateEstablished || prev == StateOpenSent || prev == StateOpenConfirm)
 	g.pmu.Unlock()
+	if recreate {
+		g.queueRecover(addr)
+	}
 	switch {
 	case prev == state:
 	case state == StateEstablished:
