@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,6 +47,7 @@ func TestCluster(t *testing.T) {
 	}{
 		{"kubectl-delete-pod", clusterDeletePod},
 		{"vipcast-container-sigkill", clusterContainerKill},
+		{"apiserver-crash", clusterAPIServerCrash},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			l.DumpOnFailure(t)
@@ -455,4 +457,74 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// clusterAPIServerCrash (issue 12, test 2): one apiserver is SIGKILLed.
+// Its nexthop leaves within the budget of the plain lab's scenario, every
+// Node stays Ready, no vipcast container restarts, and the failed node's
+// kubelet keeps renewing its Lease through the VIP (served by the others).
+func clusterAPIServerCrash(t *testing.T, l *lab.Lab, c *chartRun) {
+	n := l.Node(1)
+	before, err := l.KubePods(clusterNamespace, c.selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarts := map[string]int{}
+	for _, p := range before {
+		restarts[p.Metadata.UID] = p.Restarts()
+	}
+	t0, err := n.KillAPIServer(syscall.SIGKILL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := l.WaitNexthops(t, lab.VIP4, l.Addrs(lab.VIP4, l.Except(n)...), 3*time.Second)
+	l.Record(t, "cluster_apiserver_sigkill_to_fib_withdraw", gone.Sub(t0))
+	t.Logf("apiserver SIGKILL on %s -> nexthop withdrawn: %v", n.Name, gone.Sub(t0).Round(time.Millisecond))
+	if err := n.WaitAPIServerExit(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The kubelet renews its Lease every 10s (a quarter of 40s): a renewal
+	// after the crash went through the VIP to another node's apiserver.
+	crashed := time.Now()
+	pollAPI(t, n.Name+"'s kubelet renewing its Lease with its apiserver down", 40*time.Second, func() bool {
+		b, err := l.Node(2).KubeRequest("GET", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"+n.Name, nil)
+		if err != nil {
+			return false
+		}
+		var lease struct {
+			Spec struct {
+				RenewTime time.Time `json:"renewTime"`
+			} `json:"spec"`
+		}
+		return json.Unmarshal(b, &lease) == nil && lease.Spec.RenewTime.After(crashed)
+	})
+	nodes, err := l.KubeNodes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range nodes {
+		if k.Condition("Ready") != "True" {
+			t.Errorf("Node %s Ready = %q with one apiserver down", k.Metadata.Name, k.Condition("Ready"))
+		}
+	}
+	if err := n.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitAPIServerReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.WaitNexthops(t, lab.VIP4, l.AllAddrs(lab.VIP4), 15*time.Second)
+	after, err := l.KubePods(clusterNamespace, c.selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range after {
+		if r, ok := restarts[p.Metadata.UID]; !ok || p.Restarts() != r {
+			t.Errorf("vipcast pod %s on %s: restarts %d, was %d (known: %v): a crashed apiserver must not restart the speaker",
+				p.Metadata.Name, p.Spec.NodeName, p.Restarts(), r, ok)
+		}
+	}
+	if err := l.WaitNodesReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
