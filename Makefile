@@ -8,18 +8,30 @@ PROMTOOL_VERSION    := v0.316.0
 BIN        := $(CURDIR)/bin
 LDFLAGS    := -s -w -X main.version=$(VERSION)
 FUZZTIME   ?= 15s
+# make image: bin/vipcast-image.tar named $(IMAGE_REPO):$(IMAGE_TAG), dated
+# at the commit so the same binary gives the same digest.
+IMAGE_REPO ?= ghcr.io/vipcast/vipcast
+IMAGE_TAG  ?= $(VERSION)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null)
 APT_PKGS   := frr bird2 etcd-server iputils-ping socat tcpdump openssl iproute2 procps containerd runc containernetworking-plugins iptables util-linux
 
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build test unit chart helm promtool e2e lint fuzz demo bench deps tools generate clean
+.PHONY: all build image test unit chart helm promtool e2e lint fuzz demo bench deps tools generate clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/vipcast ./cmd/vipcast
+
+## image: vipcast's OCI image without a container engine: bin/vipcast-image.tar,
+## for `ctr -n k8s.io images import`, `docker load` or `kind load image-archive`.
+image: build
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/vipcast-image -binary $(BIN)/vipcast \
+	  -image $(IMAGE_REPO):$(IMAGE_TAG) -version $(VERSION) -revision $(REVISION) -o $(BIN)/vipcast-image.tar
 
 ## test: everything: unit, integration, netlink (root), the chart and the e2e lab (root).
 test: unit chart e2e
