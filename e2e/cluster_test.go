@@ -48,6 +48,7 @@ func TestCluster(t *testing.T) {
 		{"kubectl-delete-pod", clusterDeletePod},
 		{"vipcast-container-sigkill", clusterContainerKill},
 		{"apiserver-crash", clusterAPIServerCrash},
+		{"non-root", clusterNonRoot},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			l.DumpOnFailure(t)
@@ -132,6 +133,9 @@ func clusterNodesReady(t *testing.T, l *lab.Lab) {
 // chartRun is what the scenarios after helm-install share.
 type chartRun struct {
 	selector string // the DaemonSet's pod selector
+	helm     string // bin/helm
+	chart    string // charts/vipcast
+	values   string // the lab's values file
 }
 
 const clusterNamespace = "kube-system"
@@ -194,7 +198,7 @@ func clusterHelmInstall(t *testing.T, l *lab.Lab, c *chartRun) {
 			t.Fatal(err)
 		}
 	}
-	values := filepath.Join(t.TempDir(), "values.yaml")
+	values := filepath.Join(l.Dir, "chart-values.yaml")
 	// The same attributes as the host-run speakers (lab.go), so ECMP keeps
 	// every path while both kinds run.
 	if err := os.WriteFile(values, []byte(fmt.Sprintf(`vips: [%s]
@@ -219,6 +223,7 @@ logLevel: debug
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}
 	c.selector = "app.kubernetes.io/name=vipcast,app.kubernetes.io/instance=vipcast"
+	c.helm, c.chart, c.values = helm, filepath.Join(root, "charts", "vipcast"), values
 	all := l.AllAddrs(lab.VIP4)
 	mon, err := l.MonitorFIB(lab.VIP4)
 	if err != nil {
@@ -526,5 +531,83 @@ func clusterAPIServerCrash(t *testing.T, l *lab.Lab, c *chartRun) {
 	}
 	if err := l.WaitNodesReady(30 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// clusterNonRoot (issue 12, test 6): `helm upgrade --set
+// securityContext.runAsRoot=false` rolls the pods to the non-root mode; under
+// containerd each speaker runs as the non-root UID with only the binary's
+// file capability, and the VIP lands on lo and is routed from every node.
+func clusterNonRoot(t *testing.T, l *lab.Lab, c *chartRun) {
+	before, err := l.KubePods(clusterNamespace, c.selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := map[string]bool{}
+	for _, p := range before {
+		old[p.Metadata.UID] = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n1 := l.Node(1)
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n1.NS, c.helm, "upgrade", "vipcast", c.chart,
+		"--namespace", clusterNamespace, "--kubeconfig", l.ClusterKubeconfig(), "-f", c.values,
+		"--set", "securityContext.runAsRoot=false").CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm upgrade: %v\n%s", err, out)
+	}
+	var pods []lab.KubePod
+	pollAPI(t, "3 new non-root vipcast pods Ready", 4*time.Minute, func() bool {
+		pods, err = l.KubePods(clusterNamespace, c.selector)
+		if err != nil {
+			return false
+		}
+		ready := 0
+		for _, n := range l.Nodes() {
+			if p, ok := lab.PodOn(pods, n.Name); ok && !old[p.Metadata.UID] && p.Ready() {
+				ready++
+			}
+		}
+		return ready == len(l.Nodes())
+	})
+	l.WaitNexthops(t, lab.VIP4, l.AllAddrs(lab.VIP4), 30*time.Second)
+	for _, n := range l.Nodes() {
+		p, _ := lab.PodOn(pods, n.Name)
+		out, err := n.Ctr("tasks", "ls")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid := ""
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == p.ContainerID() {
+				pid = f[1]
+			}
+		}
+		if pid == "" {
+			t.Errorf("%s: container %s not in ctr tasks ls:\n%s", n.Name, p.ContainerID(), out)
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + pid + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var uid, capEff string
+		for _, line := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 {
+				switch f[0] {
+				case "Uid:":
+					uid = f[2] // effective
+				case "CapEff:":
+					capEff = f[1]
+				}
+			}
+		}
+		// CAP_NET_ADMIN is bit 12: 0x1000, and nothing else.
+		if uid == "0" || capEff != "0000000000001000" {
+			t.Errorf("%s: vipcast runs with euid %s, CapEff %s; want non-root with CAP_NET_ADMIN only", n.Name, uid, capEff)
+		}
+		if on, err := n.VIPOnLo(lab.VIP4); err != nil || !on {
+			t.Errorf("%s: VIP on lo = %v (err %v), want on", n.Name, on, err)
+		}
 	}
 }
