@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -127,9 +126,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 // capEffProgram builds a static binary that prints its UID and CapEff.
 func capEffProgram(t *testing.T) []byte {
 	t.Helper()
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		t.Skipf("no go toolchain at %s to build the probe binary", gobin)
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go toolchain in PATH to build the probe binary: %v", err)
 	}
 	dir := t.TempDir()
 	src := `package main

@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Where the static pod finds its configuration inside the container; the
-// Helm chart mounts its ConfigMap at the same place.
-const containerConfigPath = "/etc/vipcast/config.yaml"
+// Where the static pod finds its configuration inside the container: where
+// the Helm chart mounts its ConfigMap and the image's CMD looks.
+const containerConfigPath = "/etc/vipcast/config/config.yaml"
 
 // newManifestCmd is "vipcast manifest"; its one subcommand so far is
 // static-pod.
@@ -40,6 +40,7 @@ type staticPodOptions struct {
 	probePort      uint16
 	nonRoot        bool
 	nonRootUID     int64
+	nonRootHostDir bool
 }
 
 func newStaticPodCmd() *cobra.Command {
@@ -80,10 +81,11 @@ VIPCAST_* variables (the pod does not get them).`,
 	f.StringVarP(&o.config, "config", "c", "", "vipcast configuration file to validate and describe (required)")
 	_ = cmd.MarkFlagRequired("config")
 	f.StringVar(&o.image, "image", defaultImage(), "container image")
-	f.StringVar(&o.configHostPath, "config-host-path", containerConfigPath, "where the configuration file will be on the node")
+	f.StringVar(&o.configHostPath, "config-host-path", "/etc/vipcast/config.yaml", "where the configuration file will be on the node")
 	f.Uint16Var(&o.probePort, "probe-port", 0, "port of vipcast's gRPC health service (api.healthListen) for kubelet probes; 0: no probes")
 	f.BoolVar(&o.nonRoot, "non-root", false, "run as UID --non-root-uid; the image's binary must carry cap_net_admin+ep and the mounted files must be readable by that UID (docs/install.md)")
 	f.Int64Var(&o.nonRootUID, "non-root-uid", 65532, "UID and GID with --non-root")
+	f.BoolVar(&o.nonRootHostDir, "non-root-host-dirs", false, "with --non-root: mount the api.socket and api.stateFile directories from the node (they must exist, owned by --non-root-uid) instead of pod-local emptyDirs")
 	return cmd
 }
 
@@ -138,6 +140,23 @@ func staticPod(cfg fileConfig, o staticPodOptions) *corev1.Pod {
 		mounts = append(mounts, corev1.VolumeMount{Name: f.volume, MountPath: f.path, ReadOnly: true})
 		volumes = append(volumes, corev1.Volume{Name: f.volume, VolumeSource: corev1.VolumeSource{
 			HostPath: &corev1.HostPathVolumeSource{Path: f.path, Type: &fileType}}})
+	}
+	// The root filesystem is read-only: what vipcast writes needs a volume.
+	// Root: the node's directory, created if missing, so `vipcast status`
+	// works from the node and a drain survives the pod. Non-root: a
+	// directory the kubelet creates is root's, so the pod's own unless the
+	// operator made the node's beforehand (--non-root-host-dirs).
+	dirType := corev1.HostPathDirectoryOrCreate
+	if o.nonRoot {
+		dirType = corev1.HostPathDirectory
+	}
+	for _, d := range writableDirs(cfg) {
+		mounts = append(mounts, corev1.VolumeMount{Name: d.volume, MountPath: d.path})
+		src := corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: d.path, Type: &dirType}}
+		if o.nonRoot && !o.nonRootHostDir {
+			src = corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
+		}
+		volumes = append(volumes, corev1.Volume{Name: d.volume, VolumeSource: src})
 	}
 	c := corev1.Container{
 		Name:    "vipcast",
@@ -210,6 +229,22 @@ func absoluteFiles(cfg fileConfig) error {
 }
 
 type hostFile struct{ key, volume, path string }
+
+// writableDirs lists the directories vipcast creates files in: those of
+// api.socket and api.stateFile.
+func writableDirs(cfg fileConfig) []hostFile {
+	var out []hostFile
+	for _, f := range []hostFile{{"api.socket", "api-socket-dir", cfg.API.Socket}, {"api.stateFile", "api-state-dir", cfg.API.StateFile}} {
+		if f.path == "" {
+			continue
+		}
+		f.path = path.Dir(path.Clean(f.path))
+		if !slices.ContainsFunc(out, func(o hostFile) bool { return o.path == f.path }) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
 
 // referencedFiles lists every file the configuration names, each to be
 // mounted from the node at the same path, in a stable order.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/vipcast/vipcast/speaker/apiserver"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -103,12 +104,20 @@ func TestStaticPodProperties(t *testing.T) {
 		probes      bool
 		configHost  string
 		hostFiles   []string
+		writable    map[string]string // mount path -> volume kind
+		writes      []string          // api.socket, api.stateFile if not the defaults
 		description string
 	}{
 		{name: "minimal", grace: 12, caps: []corev1.Capability{"NET_ADMIN"}, configHost: "/etc/vipcast/config.yaml",
-			hostFiles: []string{"/TMP/pki/ca.crt"}},
+			hostFiles: []string{"/TMP/pki/ca.crt"},
+			writable:  map[string]string{"/run/vipcast": "hostPath DirectoryOrCreate", "/var/lib/vipcast": "hostPath DirectoryOrCreate"}},
 		{name: "full", nonRoot: true, grace: 12, caps: []corev1.Capability{"NET_ADMIN", "NET_BIND_SERVICE"}, probes: true,
-			configHost: "/etc/vipcast/vipcast.yaml", hostFiles: []string{"/TMP/pki/ca.crt", "/TMP/token", "/TMP/md5/router1", "/TMP/md5/router2"}},
+			configHost: "/etc/vipcast/vipcast.yaml", hostFiles: []string{"/TMP/pki/ca.crt", "/TMP/token", "/TMP/md5/router1", "/TMP/md5/router2"},
+			writable: map[string]string{"/run/vipcast": "emptyDir", "/var/lib/vipcast": "emptyDir"}},
+		{name: "nonroot-host-dirs", nonRoot: true, grace: 12, caps: []corev1.Capability{"NET_ADMIN"}, configHost: "/etc/vipcast/config.yaml",
+			hostFiles: []string{"/TMP/pki/ca.crt"},
+			writable:  map[string]string{"/run/vipcast-api": "hostPath Directory"},
+			writes:    []string{"/run/vipcast-api/vipcast.sock", "/run/vipcast-api/state.json"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, stdout, stderr := runStaticPod(t, tt.name)
@@ -146,20 +155,46 @@ func TestStaticPodProperties(t *testing.T) {
 			if (c.LivenessProbe != nil) != tt.probes || (c.ReadinessProbe != nil) != tt.probes {
 				t.Errorf("probes: liveness %v readiness %v, want %v", c.LivenessProbe != nil, c.ReadinessProbe != nil, tt.probes)
 			}
-			var hostPaths []string
+			// Every path vipcast writes is on a writable volume; all else
+			// is a read-only file from the node.
+			volumes := map[string]corev1.Volume{}
 			for _, v := range s.Volumes {
-				if v.HostPath == nil {
-					t.Errorf("volume %s is not a hostPath", v.Name)
-					continue
+				volumes[v.Name] = v
+			}
+			var hostPaths []string
+			writable := map[string]string{}
+			for _, m := range c.VolumeMounts {
+				v := volumes[m.Name]
+				switch {
+				case !m.ReadOnly && v.HostPath != nil && v.HostPath.Type != nil:
+					writable[m.MountPath] = "hostPath " + string(*v.HostPath.Type)
+					if v.HostPath.Path != m.MountPath {
+						t.Errorf("mount %s from the node's %s, want the same path (vipcast status on the node)", m.MountPath, v.HostPath.Path)
+					}
+				case !m.ReadOnly && v.EmptyDir != nil:
+					writable[m.MountPath] = "emptyDir"
+				case m.ReadOnly && v.HostPath != nil && v.HostPath.Type != nil && *v.HostPath.Type == corev1.HostPathFile:
+					hostPaths = append(hostPaths, v.HostPath.Path)
+				default:
+					t.Errorf("mount %s (readOnly %v) of volume %+v: neither a read-only file nor a writable directory", m.MountPath, m.ReadOnly, v)
 				}
-				hostPaths = append(hostPaths, v.HostPath.Path)
+			}
+			if len(volumes) != len(c.VolumeMounts) {
+				t.Errorf("%d volumes for %d mounts", len(volumes), len(c.VolumeMounts))
 			}
 			if d := cmp.Diff(append([]string{tt.configHost}, tt.hostFiles...), hostPaths); d != "" {
-				t.Errorf("hostPath volumes (-want +got):\n%s", d)
+				t.Errorf("read-only hostPath files (-want +got):\n%s", d)
 			}
-			for _, m := range c.VolumeMounts {
-				if !m.ReadOnly {
-					t.Errorf("mount %s is writable", m.MountPath)
+			if d := cmp.Diff(tt.writable, writable); d != "" {
+				t.Errorf("writable mounts (-want +got):\n%s", d)
+			}
+			writes := []string{apiserver.DefaultSocket, apiserver.DefaultStateFile}
+			if tt.writes != nil {
+				writes = tt.writes
+			}
+			for _, f := range writes {
+				if _, ok := writable[filepath.Dir(f)]; !ok {
+					t.Errorf("vipcast writes %s but its directory is not a writable mount: %v", f, writable)
 				}
 			}
 		})

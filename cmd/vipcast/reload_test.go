@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -66,5 +69,103 @@ func TestReloadOnce(t *testing.T) {
 	_ = reloadOnce(context.Background(), fs, nil, running, r, nil, log)
 	if len(r.got) != 1 {
 		t.Errorf("unchanged peers reconfigured: %d calls", len(r.got))
+	}
+}
+
+// chanReconf reports each Reconfigure on a channel: watchReload calls it
+// from its own goroutine.
+type chanReconf chan peers.Config
+
+func (c chanReconf) Reconfigure(_ context.Context, cfg peers.Config) error {
+	c <- cfg
+	return nil
+}
+
+// TestWatchReloadConfigMapSwap reproduces how the kubelet updates a
+// ConfigMap mounted as a directory (AtomicWriter): the files live in a
+// timestamped directory, ..data links to it, config.yaml links to
+// ..data/config.yaml, and an update writes a new timestamped directory and
+// renames a new ..data_tmp link over ..data. config.yaml itself never
+// changes, so only the ..data events tell the watcher; each swap must reload.
+func TestWatchReloadConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	base := "vips: [203.0.113.10/32]\nbgp: {asn: 64512, routerID: 192.0.2.10}\n"
+	peersOf := func(n int) string {
+		s := "peers:\n"
+		for i := 1; i <= n; i++ {
+			s += fmt.Sprintf("  - {address: 192.0.2.%d, asn: 65000}\n", i)
+		}
+		return s
+	}
+	gen := 0
+	// publish is AtomicWriter's write: new timestamped dir, ..data_tmp, rename.
+	publish := func(content string) {
+		t.Helper()
+		gen++
+		ts := fmt.Sprintf("..2026_12_02_07_00_%02d.%d", gen, 1000+gen)
+		if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, ts, "config.yaml"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		old, _ := os.Readlink(filepath.Join(dir, "..data"))
+		if err := os.Symlink(ts, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, "config.yaml")); err != nil {
+			if err := os.Symlink(filepath.Join("..data", "config.yaml"), filepath.Join(dir, "config.yaml")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if old != "" {
+			if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(base + peersOf(1))
+
+	path := filepath.Join(dir, "config.yaml")
+	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	addConfigFlags(fs)
+	if err := fs.Parse([]string{"--config", path}); err != nil {
+		t.Fatal(err)
+	}
+	running, err := loadConfig(fs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := make(chanReconf, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchReload(ctx, fs, nil, running, r, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	for n := 2; n <= 3; n++ {
+		// The watcher may not have added its watch yet: publish again
+		// until the reload comes, each publish being a real update.
+		var got peers.Config
+		deadline := time.After(30 * time.Second)
+	wait:
+		for {
+			publish(base + peersOf(n))
+			select {
+			case got = <-r:
+				break wait
+			case <-time.After(2 * time.Second):
+			case <-deadline:
+				t.Fatalf("swap to %d peers: no reload within 30s", n)
+			}
+		}
+		if len(got.Peers) != n {
+			t.Errorf("swap to %d peers: reloaded with %d", n, len(got.Peers))
+		}
 	}
 }

@@ -119,7 +119,8 @@ chart mounts filled in. Rendered with toYaml, never by hand.
 {{- if and (not $v.probes.enabled) (not $grpcAddr) -}}
 {{- $grpcAddr = "127.0.0.1" -}}
 {{- end -}}
-{{- $_ := set $cfg "api" (dict "healthListen" (include "vipcast.listen" (list $grpcAddr $v.grpc.healthPort))) -}}
+{{- /* socket and stateFile: on the daemonset's writable mounts. */ -}}
+{{- $_ := set $cfg "api" (dict "healthListen" (include "vipcast.listen" (list $grpcAddr $v.grpc.healthPort)) "socket" "/run/vipcast/vipcast.sock" "stateFile" "/var/lib/vipcast/state.json") -}}
 {{- if $v.metrics.enabled -}}
 {{- $_ := set $cfg "metrics" (dict "listen" (include "vipcast.listen" (list $v.metrics.bindAddress $v.metrics.port))) -}}
 {{- end -}}

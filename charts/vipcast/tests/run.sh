@@ -11,6 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 chart=$(dirname "$here")
 root=$(cd "$chart/../.." && pwd)
 HELM=${HELM:-$root/bin/helm}
+VIPCAST=${VIPCAST:-$root/bin/vipcast}
 KUBE_VERSION=${KUBE_VERSION:-1.37.0}
 if [ ! -x "$HELM" ]; then
   echo "helm not found at $HELM; build it: GOBIN=$root/bin go install helm.sh/helm/v3/cmd/helm@v3.22.0" >&2
@@ -22,7 +23,7 @@ bad() { fail=$((fail + 1)); failed+=("$1"); printf '  FAIL  %s\n' "$1"; [ -n "${
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 echo "== helm lint"
-for v in "$chart/ci/test-values.yaml" "$here/values/full.yaml"; do
+for v in "$chart/ci/test-values.yaml" "$here/values/full.yaml" "$here/values/nonroot-host-dirs.yaml"; do
   name="lint $(basename "$v")"
   if out=$("$HELM" lint "$chart" --strict --kube-version "$KUBE_VERSION" --values "$v" 2>&1); then ok "$name"; else bad "$name" "$out"; fi
 done
@@ -35,7 +36,7 @@ else
 fi
 
 echo "== helm template vs golden (UPDATE=1 rewrites)"
-for case in default:"$chart/ci/test-values.yaml" full:"$here/values/full.yaml"; do
+for case in default:"$chart/ci/test-values.yaml" full:"$here/values/full.yaml" nonroot-host-dirs:"$here/values/nonroot-host-dirs.yaml"; do
   name=${case%%:*}; values=${case#*:}; golden="$here/golden/$name.yaml"
   if ! "$HELM" template vipcast "$chart" --namespace kube-system --kube-version "$KUBE_VERSION" --values "$values" >"$tmp/$name.yaml" 2>"$tmp/$name.err"; then
     bad "template $name" "$(cat "$tmp/$name.err")"; continue
@@ -63,10 +64,33 @@ if grep -qi 's3cret\|password:' "$tmp/full.yaml"; then bad "full: no password in
 chk full 'kind: ServiceMonitor' "ServiceMonitor when enabled"
 if grep -q 'kind: ServiceMonitor' "$tmp/default.yaml"; then bad "default: no ServiceMonitor"; else ok "default: no ServiceMonitor"; fi
 
+echo "== the pods can start: every path vipcast writes is on a writable mount"
+# podcheck reads the rendered pod spec and the config it mounts: the
+# directories of api.socket and api.stateFile must be writable volumes the
+# pod's UID can write (the root filesystem is read-only), and the ConfigMap
+# must be mounted as a directory (no subPath) so updates reach vipcast.
+if ! (cd "$root" && go build -o "$tmp/podcheck" ./charts/vipcast/tests/podcheck) 2>"$tmp/podcheck.err"; then
+  bad "build podcheck" "$(cat "$tmp/podcheck.err")"
+else
+  for r in default full nonroot-host-dirs; do
+    if out=$("$tmp/podcheck" "$tmp/$r.yaml" 2>&1); then ok "chart $r: $out"; else bad "chart $r: pod can start" "$out"; fi
+  done
+  # The static pod, root and non-root, from a config that needs no files.
+  printf '%s\n' 'vips: [203.0.113.10/32]' 'bgp: {asn: 64512}' 'health: {insecureSkipVerify: true}' \
+    'peers: [{address: 192.0.2.1, asn: 65000}]' > "$tmp/static-config.yaml"
+  for flags in "" "--non-root" "--non-root --non-root-host-dirs"; do
+    name="static-pod${flags:+ $flags}"
+    # shellcheck disable=SC2086
+    if ! env -i "$VIPCAST" manifest static-pod --config "$tmp/static-config.yaml" $flags >"$tmp/static.yaml" 2>"$tmp/static.err"; then
+      bad "$name: rendered" "$(cat "$tmp/static.err")"
+    elif out=$("$tmp/podcheck" -config "$tmp/static-config.yaml" "$tmp/static.yaml" 2>&1); then ok "$name: $out"
+    else bad "$name: pod can start" "$out"; fi
+  done
+fi
+
 echo "== the rendered config.yaml is accepted by vipcast validate"
 # Outside a pod the mounted files (CA, token, MD5 keys) do not exist; any
 # other problem means the chart renders something vipcast would refuse.
-VIPCAST=${VIPCAST:-$root/bin/vipcast}
 if [ ! -x "$VIPCAST" ]; then
   bad "vipcast validate" "$VIPCAST missing; run make build"
 else
