@@ -126,7 +126,6 @@ func RequireCluster(t T) {
 // clusterNode is the per-node state of cluster mode.
 type clusterNode struct {
 	containerd, kubelet, kcm, scheduler *proc
-	cgroup                              string // kubelet's cgroupRoot, "/<lab id>n<i>"
 }
 
 func (n *Node) cgroupRoot() string { return "/" + n.NS }
@@ -152,11 +151,6 @@ func (n *Node) VarLibVipcastDir() string { return filepath.Join(n.Dir, "var-lib-
 func (l *Lab) ClusterKubeconfig() string { return filepath.Join(l.Dir, "admin-vip.kubeconfig") }
 
 // --- PKI and credentials ---
-
-type certKey struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
