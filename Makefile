@@ -31,7 +31,7 @@ build:
 ## for `ctr -n k8s.io images import`, `docker load` or `kind load image-archive`.
 image: build
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/vipcast-image -binary $(BIN)/vipcast \
-	  -image $(IMAGE_REPO):$(IMAGE_TAG) -version $(VERSION) -revision $(REVISION) -o $(BIN)/vipcast-image.tar
+	  -image $(IMAGE_REPO):$(IMAGE_TAG) -version '$(VERSION)' -revision '$(REVISION)' -o $(BIN)/vipcast-image.tar
 
 ## test: everything: unit, integration, netlink (root), the chart and the e2e lab (root).
 test: unit chart e2e

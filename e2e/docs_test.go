@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,14 +95,17 @@ func vtyshErrors(out string) []string {
 
 func TestNetworkTeamDoc(t *testing.T) {
 	frrConf := docBlock(t, "frr-config")
+	frrPerNodeASN := docBlock(t, "frr-per-node-asn")
 	birdConf := docBlock(t, "bird-config")
 
 	t.Run("frr-dryrun", func(t *testing.T) {
 		needTool(t, "vtysh")
-		f := writeTemp(t, "frr.conf", frrConf)
-		out, err := exec.Command("vtysh", "-C", "-f", f).CombinedOutput()
-		if err != nil || len(vtyshErrors(string(out))) > 0 {
-			t.Fatalf("vtysh -C -f (FRR dry run) rejects the doc's FRR config: %v\n%s", err, out)
+		for name, conf := range map[string]string{"frr-config": frrConf, "frr-config + frr-per-node-asn": frrConf + frrPerNodeASN} {
+			f := writeTemp(t, "frr.conf", conf)
+			out, err := exec.Command("vtysh", "-C", "-f", f).CombinedOutput()
+			if err != nil || len(vtyshErrors(string(out))) > 0 {
+				t.Fatalf("vtysh -C -f (FRR dry run) rejects the doc's %s: %v\n%s", name, err, out)
+			}
 		}
 	})
 	t.Run("bird-parse", func(t *testing.T) {
@@ -177,25 +181,64 @@ func TestNetworkTeamDoc(t *testing.T) {
 				t.Fatalf("vipcast undrain: %v\n%s", err, out)
 			}
 			l.WaitNexthops(t, v4, l.AllAddrs(v4), 15*time.Second)
+
+			if r == lab.FRR {
+				perNodeASNs(t, l, frrPerNodeASN)
+			}
 		})
 	}
+}
+
+// perNodeASNs moves nodes 1 and 2 to their own ASNs (node 3, drained
+// above, keeps 64512), loads the doc's per-node-ASN lines into FRR, and
+// expects 3-way ECMP for both VIPs: with the group's single remote-as the
+// moved nodes would fail at OPEN, and without multipath-relax only one path
+// would be installed.
+func perNodeASNs(t *testing.T, l *lab.Lab, conf string) {
+	t.Helper()
+	vtysh(t, l, "-f", writeTemp(t, "frr-per-node-asn.conf", conf))
+	for i, n := range []*lab.Node{l.Node(1), l.Node(2)} {
+		asn := lab.NodeASN + 1 + i
+		restartVipcast(t, n, func(c string) string {
+			from := fmt.Sprintf("bgp: {asn: %d,", lab.NodeASN)
+			out := strings.Replace(c, from, fmt.Sprintf("bgp: {asn: %d,", asn), 1)
+			if out == c {
+				t.Fatalf("no %q in the lab's vipcast config:\n%s", from, c)
+			}
+			return out
+		})
+	}
+	l.WaitNexthops(t, v4, l.AllAddrs(v4), 30*time.Second)
+	l.WaitNexthops(t, lab.VIP6, l.AllAddrs(lab.VIP6), 20*time.Second)
+	paths, err := l.RouterBGPPaths(v4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asns := map[string]bool{}
+	for _, pa := range paths {
+		asns[pa.ASPath] = true
+	}
+	if len(asns) != 3 {
+		t.Errorf("router paths %+v: AS paths %v, want three different ones", paths, asns)
+	}
+}
+
+func vtysh(t *testing.T, l *lab.Lab, args ...string) string {
+	t.Helper()
+	sock := filepath.Join(l.Dir, "frr") // the lab's --vty_socket directory
+	out, err := exec.Command("vtysh", append([]string{"--vty_socket", sock}, args...)...).CombinedOutput()
+	if err != nil || len(vtyshErrors(string(out))) > 0 {
+		t.Fatalf("vtysh %v: %v\n%s", args, err, out)
+	}
+	return string(out)
 }
 
 // loadFRR replaces the lab router's BGP configuration by the doc's.
 func loadFRR(t *testing.T, l *lab.Lab, conf string) {
 	t.Helper()
-	sock := filepath.Join(l.Dir, "frr") // the lab's --vty_socket directory
-	vtysh := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("vtysh", append([]string{"--vty_socket", sock}, args...)...).CombinedOutput()
-		if err != nil || len(vtyshErrors(string(out))) > 0 {
-			t.Fatalf("vtysh %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
-	vtysh("-c", "configure terminal", "-c", "no router bgp 65000")
-	vtysh("-f", writeTemp(t, "frr.conf", conf))
-	t.Logf("FRR running the doc's config:\n%s", vtysh("-c", "show running-config bgpd"))
+	vtysh(t, l, "-c", "configure terminal", "-c", "no router bgp 65000")
+	vtysh(t, l, "-f", writeTemp(t, "frr.conf", conf))
+	t.Logf("FRR running the doc's config:\n%s", vtysh(t, l, "-c", "show running-config bgpd"))
 }
 
 // loadBIRD makes the lab's BIRD reconfigure itself from the doc's config.

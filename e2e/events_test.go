@@ -34,6 +34,16 @@ func TestKubeEvents(t *testing.T) {
 		t.Errorf("start event: %+v (node uid %s)", ev, uid)
 	}
 
+	// The VIP deleted from lo behind vipcast's back: put back at once, and
+	// the Node gets a Warning saying so.
+	if err := n1.DeleteVIP(v4.String()); err != nil {
+		t.Fatal(err)
+	}
+	ev = waitKubeEvent(t, n1, "VIPRestoredOnLoopback", "removed from the loopback", 10*time.Second)
+	if ev.Type != "Warning" || ev.Action != "Repair" || !strings.Contains(ev.Note, v4.String()) {
+		t.Errorf("loopback repair event: %+v", ev)
+	}
+
 	// An operator drain: the route leaves, and the Node gets VIPDrained.
 	if out, err := n1.Vipcast("drain", "--reason", "e2e-drain"); err != nil {
 		t.Fatalf("drain: %v\n%s", err, out)

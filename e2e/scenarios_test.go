@@ -38,6 +38,9 @@ func TestAnycast(t *testing.T) {
 		{"vipcast-restart-no-stale-vip", vipcastRestartNoStaleVIP},
 		{"node-link-down", nodeLinkDown},
 		{"router-restart", routerRestart},
+		{"vip-deleted-from-lo", vipDeletedFromLo},
+		{"second-instance-refused", secondInstanceRefused},
+		{"failed-restart-after-sigkill-no-stale-vip", failedRestartNoStaleVIP},
 	}
 	for _, r := range routers {
 		t.Run(string(r), func(t *testing.T) {
@@ -400,5 +403,106 @@ func routerRestart(t *testing.T, l *lab.Lab) {
 		if s[a] != "Established" {
 			t.Errorf("session with %s: %q after router restart, want Established", a, s[a])
 		}
+	}
+}
+
+// (e) The VIP deleted from lo behind vipcast's back (an admin, a network
+// tool): vipcast puts it back at once, the router keeps every path, and
+// status tells what happened.
+func vipDeletedFromLo(t *testing.T, l *lab.Lab) {
+	n := l.Node(1)
+	t0 := time.Now()
+	if err := n.DeleteVIP(v4.String()); err != nil {
+		t.Fatal(err)
+	}
+	back := lab.WaitFor(t, "the deleted VIP back on lo", 3*time.Second, func() bool {
+		on, err := n.VIPOnLo(v4)
+		return err == nil && on
+	})
+	l.Record(t, "vip_deleted_to_back_on_lo", back.Sub(t0))
+	l.HoldNexthops(t, v4, l.AllAddrs(v4), time.Second)
+	out, err := n.Vipcast("status")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "removed from the loopback behind vipcast's back; put back at once") {
+		t.Errorf("status does not show the repair:\n%s", out)
+	}
+}
+
+// (e) A second vipcast in the same node (a static pod and a DaemonSet pod
+// during a migration), with its own API socket: it must exit at once,
+// naming the running one, and leave the first one's VIP and route alone.
+func secondInstanceRefused(t *testing.T, l *lab.Lab) {
+	n := l.Node(2)
+	cfg, err := n.VipcastConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = strings.ReplaceAll(cfg, n.Socket(), n.Socket()+"-second")
+	cfg = strings.ReplaceAll(cfg, "state.json", "state-second.json")
+	cfg += "metrics: {listen: \"127.0.0.1:9181\"}\n"
+	out, code, err := n.RunVipcastOnce(cfg, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code <= 0 {
+		t.Errorf("second vipcast: exit code %d, want it refused at once (non-zero)\n%s", code, out)
+	}
+	if pid := fmt.Sprintf("pid %d", n.VipcastPID()); !strings.Contains(out, "already runs") || !strings.Contains(out, pid) {
+		t.Errorf("second vipcast's message does not name the running one (%s):\n%s", pid, out)
+	}
+	if !n.VipcastAlive() {
+		t.Fatal("the first vipcast died")
+	}
+	if on, err := n.VIPOnLo(v4); err != nil || !on {
+		t.Errorf("first vipcast's VIP on lo = %v (err %v) after the second one exited, want true", on, err)
+	}
+	l.HoldNexthops(t, v4, l.AllAddrs(v4), time.Second)
+}
+
+// (e) vipcast SIGKILLed (the VIP stays on lo), then a restart that fails
+// before the speaker runs: an unparseable config, then a missing CA file.
+// Neither may leave the stale VIP on lo.
+func failedRestartNoStaleVIP(t *testing.T, l *lab.Lab) {
+	n := l.Node(3)
+	cfg, err := n.VipcastConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		config string
+	}{
+		{"unparseable-yaml", "vips: [" + v4.String() + "\nbgp: {asn: [\n"},
+		{"missing-ca-file", strings.ReplaceAll(cfg, n.CertFile(), n.CertFile()+".missing")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !n.VipcastAlive() {
+				if err := n.StartVipcast(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l.WaitNexthops(t, v4, l.AllAddrs(v4), 60*time.Second)
+			if _, err := n.KillVipcast(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.WaitVipcastExit(5 * time.Second); err != nil && !strings.Contains(err.Error(), "killed") {
+				t.Fatal(err)
+			}
+			if on, err := n.VIPOnLo(v4); err != nil || !on {
+				t.Fatalf("VIP on lo after SIGKILL = %v (err %v); the test needs it left behind", on, err)
+			}
+			out, code, err := n.RunVipcastOnce(tc.config, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code <= 0 {
+				t.Fatalf("vipcast with a broken config: exit code %d, want a failure\n%s", code, out)
+			}
+			if on, err := n.VIPOnLo(v4); err != nil || on {
+				t.Errorf("after the failed restart (exit %d): stale VIP on lo = %v (err %v), want removed\n%s", code, on, err, out)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,8 +66,20 @@ type Peer struct {
 	// Families are the address families to negotiate: "ipv4", "ipv6".
 	// Empty means the family of Address.
 	Families []string `mapstructure:"families"`
+	// NextHopIPv6 is the next hop sent with the IPv6 VIPs on this session.
+	// Empty means automatic: on an IPv4 session, the node's global IPv6
+	// address on the interface that routes to the peer (GoBGP would
+	// otherwise send the IPv4-mapped ::ffff:a.b.c.d, which routers cannot
+	// resolve); on an IPv6 session, the session's local address.
+	NextHopIPv6 string `mapstructure:"nextHopIPv6"`
 	// BFD ties the session to a BFD session with the router.
 	BFD BFDConfig `mapstructure:"bfd"`
+	// MaxPrefixes bounds the routes the router may send per address family
+	// (0: DefaultMaxPrefixes). vipcast imports none, but GoBGP keeps every
+	// received route (about 0.8 KB each) until the session ends; above the
+	// limit the session is closed with a Cease and stays down until a
+	// restart or a change of this peer's configuration.
+	MaxPrefixes uint32 `mapstructure:"maxPrefixes"`
 	// NodeCIDRs, if set, limit the peer to nodes with an address in one of
 	// them (see Config.Select).
 	NodeCIDRs []string `mapstructure:"nodeCIDRs"`
@@ -112,6 +125,11 @@ const (
 	DefaultBFDMultiplier = 3
 )
 
+// DefaultMaxPrefixes is far above what a router should send a node that
+// imports nothing (usually 0, at most a default route and a few more), and
+// small enough that a router leaking a full table costs under 1 MiB.
+const DefaultMaxPrefixes = 1000
+
 // Config is the bgp and peers sections of the configuration file.
 type Config struct {
 	BGP   Global `mapstructure:"bgp"`
@@ -154,6 +172,9 @@ func (c Config) WithDefaults() Config {
 		}
 		if p.LocalASN == 0 {
 			p.LocalASN = c.BGP.ASN
+		}
+		if p.MaxPrefixes == 0 {
+			p.MaxPrefixes = DefaultMaxPrefixes
 		}
 		if p.GracefulRestart.Enabled && p.GracefulRestart.RestartTime == 0 {
 			p.GracefulRestart.RestartTime = DefaultRestartTime
@@ -259,6 +280,9 @@ func (c Config) Validate() error {
 				add("%s.families[%d]: %q is not a family; use ipv4 or ipv6", f, j, fam)
 			}
 		}
+		if p.NextHopIPv6 != "" {
+			p.validateNextHopIPv6(f, addr, add)
+		}
 		for _, t := range []struct {
 			name string
 			v    time.Duration
@@ -295,6 +319,30 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateNextHopIPv6 checks peers[].nextHopIPv6: a global unicast IPv6
+// address, on a session that carries IPv6 at all.
+func (p Peer) validateNextHopIPv6(f string, addr netip.Addr, add func(string, ...any)) {
+	nh, err := netip.ParseAddr(p.NextHopIPv6)
+	switch {
+	case err != nil || !nh.Is6() || nh.Is4In6() || nh.Zone() != "":
+		add("%s.nextHopIPv6: %q is not an IPv6 address; use this node's global IPv6 address on the link to the router, e.g. 2001:db8:2::11", f, p.NextHopIPv6)
+		return
+	case !nh.IsGlobalUnicast() || nh.IsLinkLocalUnicast():
+		add("%s.nextHopIPv6: %s is not a global unicast address; use this node's global IPv6 address on the link to the router, e.g. 2001:db8:2::11 (not link-local, loopback or multicast)", f, nh)
+		return
+	}
+	fams := p.Families
+	if len(fams) == 0 && addr.IsValid() {
+		fams = []string{familyIPv4}
+		if addr.Is6() && !addr.Is4In6() {
+			fams = []string{familyV6}
+		}
+	}
+	if len(fams) > 0 && !slices.Contains(fams, familyV6) {
+		add("%s.nextHopIPv6: %s is set but the session carries no IPv6 routes (families %v); add ipv6 to families, e.g. families: [ipv4, ipv6], or remove nextHopIPv6", f, nh, fams)
+	}
 }
 
 func checkASN(asn uint32) error {

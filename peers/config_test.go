@@ -46,6 +46,23 @@ func TestValidate(t *testing.T) {
 		{"passive needs a listener", func(c *Config) { c.Peers[0].Passive = true }, []string{"peers[0].passive: true but bgp.listenPort is 0"}},
 		{"source family", func(c *Config) { c.Peers[0].SourceAddress = "2001:db8::11" }, []string{"peers[0].sourceAddress: 2001:db8::11 is not the same family"}},
 		{"family", func(c *Config) { c.Peers[0].Families = []string{"l2vpn"} }, []string{`peers[0].families[0]: "l2vpn" is not a family`}},
+		{"nextHopIPv6 valid", func(c *Config) {
+			c.Peers[0].Families = []string{"ipv4", "ipv6"}
+			c.Peers[0].NextHopIPv6 = "2001:db8:2::11"
+		}, nil},
+		{"nextHopIPv6 not IPv6", func(c *Config) {
+			c.Peers[0].Families = []string{"ipv4", "ipv6"}
+			c.Peers[0].NextHopIPv6 = "192.0.2.11"
+		}, []string{`peers[0].nextHopIPv6: "192.0.2.11" is not an IPv6 address`}},
+		{"nextHopIPv6 mapped", func(c *Config) {
+			c.Peers[0].Families = []string{"ipv4", "ipv6"}
+			c.Peers[0].NextHopIPv6 = "::ffff:192.0.2.11"
+		}, []string{`peers[0].nextHopIPv6: "::ffff:192.0.2.11" is not an IPv6 address`}},
+		{"nextHopIPv6 link-local", func(c *Config) {
+			c.Peers[0].Families = []string{"ipv4", "ipv6"}
+			c.Peers[0].NextHopIPv6 = "fe80::11"
+		}, []string{"peers[0].nextHopIPv6: fe80::11 is not a global unicast address"}},
+		{"nextHopIPv6 without the ipv6 family", func(c *Config) { c.Peers[0].NextHopIPv6 = "2001:db8:2::11" }, []string{"peers[0].nextHopIPv6: 2001:db8:2::11 is set but the session carries no IPv6 routes (families [ipv4])"}},
 		{"password files", func(c *Config) {
 			c.Peers[0].PasswordFile = empty
 			c.Peers = append(c.Peers, Peer{Address: "192.0.2.2", ASN: 65000, PasswordFile: long}, Peer{Address: "192.0.2.3", ASN: 65000, PasswordFile: filepath.Join(dir, "missing")})
@@ -79,8 +96,8 @@ func TestWithDefaults(t *testing.T) {
 	c := Config{BGP: Global{ASN: 64512}, Peers: []Peer{{Address: "192.0.2.1", ASN: 65000}, {Address: "2001:db8::1", ASN: 65000, HoldTime: 30 * time.Second}}}
 	got := c.WithDefaults().Peers
 	want := []Peer{
-		{Address: "192.0.2.1", ASN: 65000, LocalASN: 64512, Port: 179, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: 5 * time.Second, Families: []string{"ipv4"}},
-		{Address: "2001:db8::1", ASN: 65000, LocalASN: 64512, Port: 179, HoldTime: 30 * time.Second, KeepaliveTime: 10 * time.Second, ConnectRetry: 5 * time.Second, Families: []string{"ipv6"}},
+		{Address: "192.0.2.1", ASN: 65000, LocalASN: 64512, Port: 179, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: 5 * time.Second, Families: []string{"ipv4"}, MaxPrefixes: DefaultMaxPrefixes},
+		{Address: "2001:db8::1", ASN: 65000, LocalASN: 64512, Port: 179, HoldTime: 30 * time.Second, KeepaliveTime: 10 * time.Second, ConnectRetry: 5 * time.Second, Families: []string{"ipv6"}, MaxPrefixes: DefaultMaxPrefixes},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("WithDefaults (-want +got):\n%s", diff)

@@ -59,8 +59,16 @@ type GoBGP struct {
 	srv       *server.BgpServer
 	stopWatch context.CancelFunc
 	paths     map[netip.Prefix]announced
-	exports   map[netip.Addr]string // peer -> its installed export policy
-	exportGen int                   // makes each installed policy's name new
+	exports   map[netip.Addr]string   // peer -> its installed export policy
+	nextHops  map[netip.Addr]nextHop6 // peer -> the IPv6 next hop in that policy
+	exportGen int                     // makes each installed policy's name new
+	// globalIPv6 finds the automatic IPv6 next hop (see ipv6NextHop);
+	// tests replace it. Every nextHopEvery it is asked again (an address
+	// still in DAD at boot, a renumbered node) by the goroutine that
+	// closes nextHopDone when watchCtx ends.
+	globalIPv6   globalIPv6Func
+	nextHopEvery time.Duration
+	nextHopDone  chan struct{}
 
 	pmu   sync.Mutex // guards peers; never held while calling GoBGP
 	peers map[netip.Addr]*peerTrack
@@ -71,6 +79,7 @@ type GoBGP struct {
 	bfdStop    context.CancelFunc
 	bfdDone    chan struct{}
 	bfdRunning atomic.Bool
+	bfdHold    map[netip.Addr]time.Duration // BGP hold time per BFD peer; set before BFD runs, then read-only
 }
 
 const (
@@ -91,6 +100,13 @@ type peerTrack struct {
 	state     SessionState
 	lastError string
 	warned    bool // a connect failure was logged at Warn during this outage
+
+	maxPrefixes     uint32
+	prefixLimitHits uint64
+	prefixLimited   bool // LastError is the prefix limit: keep it over the Cease that follows
+	// nextHopErr says why the IPv6 VIPs are not sent on this session; it
+	// stays until a reload finds a next hop, whatever the session does.
+	nextHopErr string
 }
 
 var _ Router = (*GoBGP)(nil)
@@ -106,13 +122,16 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &GoBGP{
-		cfg:     cfg.WithDefaults(),
-		pol:     pol,
-		vips:    make(map[netip.Prefix]bool, len(vips)),
-		log:     log,
-		paths:   map[netip.Prefix]announced{},
-		peers:   map[netip.Addr]*peerTrack{},
-		exports: map[netip.Addr]string{},
+		cfg:          cfg.WithDefaults(),
+		pol:          pol,
+		vips:         make(map[netip.Prefix]bool, len(vips)),
+		log:          log,
+		paths:        map[netip.Prefix]announced{},
+		peers:        map[netip.Addr]*peerTrack{},
+		exports:      map[netip.Addr]string{},
+		nextHops:     map[netip.Addr]nextHop6{},
+		globalIPv6:   globalIPv6Towards,
+		nextHopEvery: nextHopRefresh,
 	}
 	if _, err := g.sessionExports(g.cfg.Peers); err != nil {
 		return nil, err
@@ -128,7 +147,7 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		if err != nil {
 			return nil, fmt.Errorf("peer address %q: %w", p.Address, err)
 		}
-		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle}
+		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle, maxPrefixes: p.MaxPrefixes}
 	}
 	return g, nil
 }
@@ -173,9 +192,6 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 	if err := s.WatchEvent(watchCtx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, g.onEvent); err != nil {
 		return fmt.Errorf("watching peers: %w", err)
 	}
-	if err := g.startBFD(ctx); err != nil {
-		return fmt.Errorf("BFD: %w", err)
-	}
 	exports, err := g.sessionExports(g.cfg.Peers)
 	if err != nil {
 		return err
@@ -185,13 +201,23 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("peer %s: %w", p.Address, err)
 		}
-		if err := g.setExport(ctx, p, exports[i]); err != nil {
+		if err := g.setExport(ctx, p, exports[i], g.ipv6NextHop(i, p)); err != nil {
 			return fmt.Errorf("peer %s: export policy: %w", p.Address, err)
 		}
 		if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
 			return fmt.Errorf("peer %s: %w", p.Address, err)
 		}
 	}
+	// BFD only once every peer exists in GoBGP (a BFD peer waits there
+	// administratively down): a router already sending BFD brings a session
+	// Up within milliseconds, and enabling a peer GoBGP does not have yet
+	// fails once and is never retried, leaving the BGP session down for good
+	// while BFD stays Up.
+	if err := g.startBFD(ctx); err != nil {
+		return fmt.Errorf("BFD: %w", err)
+	}
+	g.nextHopDone = make(chan struct{})
+	go g.refreshNextHops(watchCtx, g.nextHopDone)
 	g.log.Info("BGP started", "asn", g.cfg.BGP.ASN, "routerID", rid, "peers", len(g.cfg.Peers), "listenPort", g.cfg.BGP.ListenPort)
 	return nil
 }
@@ -271,8 +297,10 @@ func (g *GoBGP) sessionExports(peers []Peer) ([]policy.Export, error) {
 
 // setExport installs p's export policy, replacing the one it had. The new
 // one goes in before the old one leaves, so no path is evaluated without a
-// policy for p (which would withdraw it). Callers hold mu or own g.srv.
-func (g *GoBGP) setExport(ctx context.Context, p Peer, e policy.Export) error {
+// policy for p (which would withdraw it). nh is the IPv6 VIPs' next hop on
+// this session; a refused one leaves them out of the policy, so they are
+// not sent. Callers hold mu or own g.srv.
+func (g *GoBGP) setExport(ctx context.Context, p Peer, e policy.Export, nh nextHop6) error {
 	s := g.srv
 	addr, err := netip.ParseAddr(p.Address)
 	if err != nil {
@@ -291,8 +319,15 @@ func (g *GoBGP) setExport(ctx context.Context, p Peer, e policy.Export) error {
 	name := fmt.Sprintf("%s%s-%d", exportPolicy, addr, g.exportGen)
 	pol := &api.Policy{Name: name}
 	for _, fam := range []string{"v4", "v6"} {
-		if !g.hasFamily(fam) {
+		if !g.hasFamily(fam) || (fam == "v6" && nh.refused != "") {
 			continue
+		}
+		actions := func(s policy.Session) *api.Actions {
+			a := sessionActions(s, p.LocalASN)
+			if fam == "v6" && nh.addr.IsValid() {
+				a.Nexthop = &api.NexthopAction{Address: nh.addr.String()}
+			}
+			return a
 		}
 		cond := func(gshut bool) *api.Conditions {
 			c := &api.Conditions{
@@ -306,8 +341,8 @@ func (g *GoBGP) setExport(ctx context.Context, p Peer, e policy.Export) error {
 			return c
 		}
 		pol.Statements = append(pol.Statements,
-			&api.Statement{Name: name + "-" + fam + "-gshut", Conditions: cond(true), Actions: sessionActions(e.Shutdown, p.LocalASN)},
-			&api.Statement{Name: name + "-" + fam, Conditions: cond(false), Actions: sessionActions(e.Normal, p.LocalASN)},
+			&api.Statement{Name: name + "-" + fam + "-gshut", Conditions: cond(true), Actions: actions(e.Shutdown)},
+			&api.Statement{Name: name + "-" + fam, Conditions: cond(false), Actions: actions(e.Normal)},
 		)
 	}
 	if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
@@ -319,10 +354,31 @@ func (g *GoBGP) setExport(ctx context.Context, p Peer, e policy.Export) error {
 		return err
 	}
 	g.exports[addr] = name
+	g.noteNextHop(addr, nh)
 	if had {
 		return g.dropPolicy(ctx, old)
 	}
 	return nil
+}
+
+// noteNextHop records the IPv6 next hop installed for addr, and tells the
+// operator when it changed: a refusal is an error in the log and the
+// peer's status until a reload finds a next hop.
+func (g *GoBGP) noteNextHop(addr netip.Addr, nh nextHop6) {
+	old, had := g.nextHops[addr]
+	g.nextHops[addr] = nh
+	g.pmu.Lock()
+	if t := g.peers[addr]; t != nil {
+		t.nextHopErr = nh.refused
+	}
+	g.pmu.Unlock()
+	switch {
+	case had && old == nh:
+	case nh.refused != "":
+		g.log.Error("IPv6 VIPs not sent to this peer: no IPv6 next hop", "peer", addr, "err", nh.refused)
+	case nh.addr.IsValid():
+		g.log.Info("IPv6 VIPs sent with next hop", "peer", addr, "nexthop", nh.addr)
+	}
 }
 
 // removeExport deletes p's export policy and its neighbor set.
@@ -335,6 +391,7 @@ func (g *GoBGP) removeExport(ctx context.Context, addr netip.Addr) error {
 		return err
 	}
 	delete(g.exports, addr)
+	delete(g.nextHops, addr)
 	return g.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{
 		DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: peerSetName + addr.String()}, All: true,
 	})
@@ -421,6 +478,13 @@ func apiPeer(p Peer) (*api.Peer, error) {
 		if gr {
 			as.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 		}
+		// GoBGP keeps every received route in the Adj-RIB-In, rejected or
+		// not: only a limit bounds the memory a router can make it use.
+		maxPrefixes := p.MaxPrefixes
+		if maxPrefixes == 0 {
+			maxPrefixes = DefaultMaxPrefixes
+		}
+		as.PrefixLimits = &api.PrefixLimit{Family: as.Config.Family, MaxPrefixes: maxPrefixes, ShutdownThresholdPct: prefixWarnPct}
 		ap.AfiSafis = append(ap.AfiSafis, as)
 	}
 	return ap, nil
@@ -580,7 +644,15 @@ func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
 		}
 		if running {
 			g.pmu.Lock()
-			st.LastError = g.peers[addr].lastError
+			if t := g.peers[addr]; t != nil {
+				st.LastError = t.lastError
+				st.PrefixLimitHits = t.prefixLimitHits
+				if t.nextHopErr != "" && t.lastError != "" {
+					st.LastError = t.nextHopErr + "; last session error: " + t.lastError
+				} else if t.nextHopErr != "" {
+					st.LastError = t.nextHopErr
+				}
+			}
 			g.pmu.Unlock()
 		}
 		out = append(out, st)
@@ -610,12 +682,18 @@ func sessionState(s api.PeerState_SessionState) SessionState {
 // waits for the sessions to close. GoBGP ignores ctx here.
 func (g *GoBGP) Stop(ctx context.Context) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.phase != phaseRunning {
 		g.phase = phaseStopped
+		g.mu.Unlock()
 		return nil
 	}
-	if err := g.shutdown(ctx); err != nil {
+	err := g.shutdown(ctx)
+	done := g.nextHopDone
+	g.mu.Unlock()
+	if done != nil {
+		<-done // it takes mu, so only now
+	}
+	if err != nil {
 		return fmt.Errorf("stop BGP: %w", err)
 	}
 	g.log.Info("BGP stopped")
@@ -650,6 +728,10 @@ func (g *GoBGP) startBFD(ctx context.Context) error {
 		}
 		multihop = multihop || sc.Multihop
 		sessions = append(sessions, sc)
+		if g.bfdHold == nil {
+			g.bfdHold = map[netip.Addr]time.Duration{}
+		}
+		g.bfdHold[addr] = p.HoldTime
 	}
 	if len(sessions) == 0 {
 		return nil
@@ -696,7 +778,11 @@ func (g *GoBGP) onBFD(c bfd.StateChange) {
 	defer cancel()
 	switch {
 	case c.New == bfd.StateUp:
-		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer)
+		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer, "detectTime", c.DetectTime)
+		if hold := g.bfdHold[c.Peer]; hold > 0 && c.DetectTime > hold {
+			g.log.Warn("BFD detection time exceeds the BGP hold time: the router's BFD timers make BFD slower than BGP's own failure detection; lower its minimum intervals or multiplier",
+				"peer", c.Peer, "detectTime", c.DetectTime, "holdTime", hold)
+		}
 		if err := g.setAdmin(ctx, c.Peer, true, ""); err != nil {
 			g.log.Error("enabling BGP session after BFD up", "peer", c.Peer, "err", err)
 		}
@@ -787,6 +873,7 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 	t.state = state
 	if state == StateEstablished {
 		t.warned = false
+		t.prefixLimited = false
 	}
 	g.pmu.Unlock()
 	switch {

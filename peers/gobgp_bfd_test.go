@@ -49,3 +49,24 @@ func TestGoBGPBFDDownUpBackToBack(t *testing.T) {
 		t.Errorf("an admin-state request was dropped by GoBGP:\n%s", logs.String())
 	}
 }
+
+// A BFD session whose detection time (set by the router's timers) is longer
+// than the BGP hold time protects nothing: vipcast says so when it comes Up.
+func TestGoBGPBFDDetectTimeAboveHoldTimeWarns(t *testing.T) {
+	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+	g, logs := startVipcast(t, r, Peer{}, vip4)
+	waitPeer(t, g, "established", established)
+	peer := netip.MustParseAddr(r.Address())
+	g.bfdHold = map[netip.Addr]time.Duration{peer: DefaultHoldTime}
+	g.bfdRunning.Store(true)
+	defer g.bfdRunning.Store(false)
+	const warning = "BFD detection time exceeds the BGP hold time"
+	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateInit, New: bfd.StateUp, DetectTime: 900 * time.Millisecond})
+	if strings.Contains(logs.String(), warning) {
+		t.Fatalf("warned for a 900ms detection time:\n%s", logs.String())
+	}
+	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateInit, New: bfd.StateUp, DetectTime: bfd.MaxDetectTime})
+	if out := logs.String(); !strings.Contains(out, warning) || !strings.Contains(out, "detectTime=30s holdTime=9s") {
+		t.Errorf("no %q warning naming both times:\n%s", warning, out)
+	}
+}

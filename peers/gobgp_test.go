@@ -354,6 +354,9 @@ func TestGoBGPMD5(t *testing.T) {
 			return strings.HasPrefix(p.LastError, "connect:")
 		})
 		t.Logf("LastError: %s", st.LastError)
+		if !strings.Contains(st.LastError, "check that passwordFile matches the router's password") {
+			t.Errorf("LastError %q lacks the passwordFile hint (status shows it)", st.LastError)
+		}
 		if !strings.Contains(logs.String(), "check that passwordFile matches the router's password") {
 			t.Errorf("no password hint in the logs:\n%s", logs)
 		}
@@ -477,6 +480,211 @@ func TestPeerReason(t *testing.T) {
 	} {
 		if got := peerReason(tc.level, tc.msg, tc.f); got != tc.want {
 			t.Errorf("peerReason(%q) = %q, want %q", tc.msg, got, tc.want)
+		}
+	}
+}
+
+// TestGoBGPPrefixLimit: a router that sends routes (vipcast imports none)
+// must not grow vipcast without bound. GoBGP keeps every received route in
+// the Adj-RIB-In, so above peers[].maxPrefixes the session is closed, the
+// routes are dropped and the status, log and counter say why.
+func TestGoBGPPrefixLimit(t *testing.T) {
+	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+	const limit, offered = 50, 120
+	for i := range offered {
+		r.Originate(t, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
+	}
+	g, logs := startVipcast(t, r, Peer{MaxPrefixes: limit}, vip4)
+	st := waitPeer(t, g, "closed by the prefix limit", func(p PeerStatus) bool { return p.PrefixLimitHits > 0 })
+	if want := "prefix limit: the router sent more than 50 ipv4-unicast routes (peers[].maxPrefixes)"; !strings.HasPrefix(st.LastError, want) {
+		t.Errorf("LastError = %q, want it to start with %q", st.LastError, want)
+	}
+	for _, want := range []string{`msg="BGP peer exceeded the prefix limit: closing the session, which stays down until vipcast restarts or the peer's configuration changes" peer=127.0.0.1 family=ipv4-unicast limit=50 hits=1`,
+		`msg="BGP peer sends routes, which vipcast never imports: near the prefix limit"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	// What was held is bounded by the limit, plus at most one UPDATE's worth.
+	ctx := context.Background()
+	n := 0
+	err := g.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_ADJ_IN, Name: "127.0.0.1",
+		Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, EnableFiltered: true},
+		func(d *api.Destination) { n += len(d.Paths) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > limit {
+		t.Errorf("Adj-RIB-In holds %d routes after the limit, want <= %d", n, limit)
+	}
+}
+
+func TestMaxPrefixesDefault(t *testing.T) {
+	c := Config{BGP: Global{ASN: localASN}, Peers: []Peer{{Address: "192.0.2.1", ASN: routerASN}, {Address: "192.0.2.2", ASN: routerASN, MaxPrefixes: 5}}}.WithDefaults()
+	if got := []uint32{c.Peers[0].MaxPrefixes, c.Peers[1].MaxPrefixes}; !slices.Equal(got, []uint32{DefaultMaxPrefixes, 5}) {
+		t.Errorf("MaxPrefixes = %v, want [%d 5]", got, DefaultMaxPrefixes)
+	}
+	ap, err := apiPeer(c.Peers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl := ap.AfiSafis[0].GetPrefixLimits(); pl.GetMaxPrefixes() != DefaultMaxPrefixes || pl.GetShutdownThresholdPct() != prefixWarnPct {
+		t.Errorf("GoBGP prefix limit = %v", pl)
+	}
+}
+
+// startVipcastNextHop is startVipcast with an IPv4 session that carries
+// both families, and the automatic IPv6 next hop replaced by global.
+func startVipcastNextHop(t *testing.T, r *bgptest.Router, peer Peer, global globalIPv6Func, vips ...netip.Prefix) (*GoBGP, Config) {
+	t.Helper()
+	peer.Address, peer.ASN, peer.Port, peer.ConnectRetry = r.Address(), routerASN, uint16(r.Port()), time.Second
+	peer.Families = []string{"ipv4", "ipv6"}
+	cfg := Config{BGP: Global{ASN: localASN, RouterID: "192.0.2.11"}, Peers: []Peer{peer}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	g, err := NewGoBGP(cfg, policy.Default(), vips, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.globalIPv6, g.nextHopEvery = global, 50*time.Millisecond
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Stop(context.Background()); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return g, cfg
+}
+
+// TestGoBGPIPv6OverIPv4: an IPv6 VIP sent over an IPv4 session carries a
+// real IPv6 next hop (peers[].nextHopIPv6, else the node's global address
+// towards the router), never GoBGP's IPv4-mapped ::ffff:a.b.c.d; with
+// neither, it is not sent at all and the peer's status says why, until a
+// reload finds an address.
+func TestGoBGPIPv6OverIPv4(t *testing.T) {
+	nodeV6 := netip.MustParseAddr("2001:db8:2::11")
+	found := func(netip.Addr) (netip.Addr, string, error) { return nodeV6, "eth0", nil }
+	none := func(netip.Addr) (netip.Addr, string, error) { return netip.Addr{}, "eth0", errNoGlobalIPv6 }
+	ctx := context.Background()
+	announce := func(t *testing.T, g *GoBGP) {
+		t.Helper()
+		for _, p := range []netip.Prefix{vip4, vip6} {
+			if err := g.Announce(ctx, p, policy.Attributes{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// waitPaths polls until the router holds exactly want (prefix -> next hop).
+	waitPaths := func(t *testing.T, r *bgptest.Router, want map[netip.Prefix]netip.Addr) {
+		t.Helper()
+		var got map[netip.Prefix]netip.Addr
+		deadline := time.Now().Add(wait)
+		for time.Now().Before(deadline) {
+			ps, err := r.Paths(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = map[netip.Prefix]netip.Addr{}
+			for _, p := range ps {
+				got[p.Prefix] = p.NextHop
+			}
+			if cmp.Equal(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })) {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("router paths (prefix: next hop) = %v, want %v", got, want)
+	}
+	loop := netip.MustParseAddr("127.0.0.1")
+
+	for _, tt := range []struct {
+		name   string
+		peer   Peer
+		global globalIPv6Func
+		want   netip.Addr
+	}{
+		{"configured", Peer{NextHopIPv6: "2001:db8:2::99"}, none, netip.MustParseAddr("2001:db8:2::99")},
+		{"automatic", Peer{}, found, nodeV6},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+			g, _ := startVipcastNextHop(t, r, tt.peer, tt.global, vip4, vip6)
+			waitPeer(t, g, "established", established)
+			announce(t, g)
+			waitPaths(t, r, map[netip.Prefix]netip.Addr{vip4: loop, vip6: tt.want})
+			if st := waitPeer(t, g, "sending both VIPs", func(p PeerStatus) bool { return p.PrefixesSent == 2 }); st.LastError != "" {
+				t.Errorf("LastError = %q, want none", st.LastError)
+			}
+		})
+	}
+
+	t.Run("refused-until-an-address-appears", func(t *testing.T) {
+		r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+		g, cfg := startVipcastNextHop(t, r, Peer{}, none, vip4, vip6)
+		waitPeer(t, g, "established", established)
+		announce(t, g)
+		waitPaths(t, r, map[netip.Prefix]netip.Addr{vip4: loop})
+		st := waitPeer(t, g, "sending the IPv4 VIP", func(p PeerStatus) bool { return p.PrefixesSent == 1 })
+		for _, w := range []string{"IPv6 VIPs not sent", "no global IPv6 address on eth0", "peers[0].nextHopIPv6"} {
+			if !strings.Contains(st.LastError, w) {
+				t.Errorf("LastError = %q, want it to contain %q", st.LastError, w)
+			}
+		}
+		// The node gains an address (its DAD ends): the next look finds
+		// it and sends the IPv6 VIP on the same session.
+		g.mu.Lock()
+		g.globalIPv6 = found
+		g.mu.Unlock()
+		waitPaths(t, r, map[netip.Prefix]netip.Addr{vip4: loop, vip6: nodeV6})
+		st = waitPeer(t, g, "sending both VIPs", func(p PeerStatus) bool { return p.PrefixesSent == 2 })
+		if st.LastError != "" {
+			t.Errorf("LastError with an address = %q, want none", st.LastError)
+		}
+		since := st.Since
+		// A reload that sets nextHopIPv6 changes the next hop without
+		// resetting the session.
+		cfg.Peers[0].NextHopIPv6 = "2001:db8:2::99"
+		if err := g.Reconfigure(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		waitPaths(t, r, map[netip.Prefix]netip.Addr{vip4: loop, vip6: netip.MustParseAddr("2001:db8:2::99")})
+		if st := waitPeer(t, g, "established", established); !st.Since.Equal(since) {
+			t.Errorf("session up since %v after the reload, was %v: the next hop change reset it", st.Since, since)
+		}
+		// The node loses its address while the router has the IPv6 VIP:
+		// it is withdrawn from this session (a soft reset alone would
+		// leave it there), the IPv4 VIP and the session stay.
+		g.mu.Lock()
+		g.globalIPv6 = none
+		g.mu.Unlock()
+		cfg.Peers[0].NextHopIPv6 = ""
+		if err := g.Reconfigure(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		waitPaths(t, r, map[netip.Prefix]netip.Addr{vip4: loop})
+		st = waitPeer(t, g, "refusing again", func(p PeerStatus) bool { return strings.Contains(p.LastError, "IPv6 VIPs not sent") })
+		if !st.Since.Equal(since) {
+			t.Errorf("session up since %v after the refusal, was %v: it was reset", st.Since, since)
+		}
+	})
+}
+
+func TestPickGlobalIPv6(t *testing.T) {
+	a := netip.MustParseAddr
+	for _, tt := range []struct {
+		in   []netip.Addr
+		want netip.Addr
+	}{
+		{nil, netip.Addr{}},
+		{[]netip.Addr{a("fe80::1"), a("::1"), a("ff02::1"), a("::ffff:192.0.2.11"), a("192.0.2.11")}, netip.Addr{}},
+		{[]netip.Addr{a("2001:db8:2::12"), a("fe80::1"), a("2001:db8:2::11")}, a("2001:db8:2::11")},
+		{[]netip.Addr{a("fd00::11")}, a("fd00::11")},
+	} {
+		if got, ok := pickGlobalIPv6(tt.in); got != tt.want || ok != tt.want.IsValid() {
+			t.Errorf("pickGlobalIPv6(%v) = %v, %v; want %v", tt.in, got, ok, tt.want)
 		}
 	}
 }

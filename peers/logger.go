@@ -35,7 +35,15 @@ func (a *slogAdapter) Fatal(msg string, f gobgplog.Fields) {
 }
 
 func (a *slogAdapter) Error(msg string, f gobgplog.Fields) { a.emit(slog.LevelError, msg, f) }
-func (a *slogAdapter) Warn(msg string, f gobgplog.Fields)  { a.emit(slog.LevelWarn, msg, f) }
+func (a *slogAdapter) Warn(msg string, f gobgplog.Fields) {
+	level := slog.LevelWarn
+	if msg == "prefix limit reached" {
+		// Repeated for every UPDATE still queued when the session closes;
+		// vipcast logs the event once, with the limit and the fix.
+		level = slog.LevelDebug
+	}
+	a.emit(level, msg, f)
+}
 
 // Info is demoted: GoBGP uses it to echo configuration calls and session
 // changes that vipcast already logs itself, in a friendlier form.
@@ -104,6 +112,10 @@ func (g *GoBGP) observe(level slog.Level, msg string, f gobgplog.Fields) {
 	if err != nil {
 		return
 	}
+	if msg == "prefix limit reached" {
+		g.prefixLimit(addr, f)
+		return
+	}
 	reason := peerReason(level, msg, f)
 	if reason == "" {
 		return
@@ -114,6 +126,18 @@ func (g *GoBGP) observe(level slog.Level, msg string, f gobgplog.Fields) {
 		g.pmu.Unlock()
 		return
 	}
+	if t.prefixLimited && (msg == "sent notification" || msg == "Peer Down") {
+		// The Cease and the session end that the limit caused: the
+		// limit's own message says more.
+		g.pmu.Unlock()
+		return
+	}
+	raw := reason
+	if msg == "failed to connect" && t.password {
+		// The hint belongs where operators look first (status's LAST
+		// ERROR), not only in a log line printed once per outage.
+		reason += "; with a TCP MD5 key, check that passwordFile matches the router's password"
+	}
 	t.lastError = reason
 	warn := msg == "failed to connect" && !t.warned
 	t.warned = t.warned || warn
@@ -121,7 +145,7 @@ func (g *GoBGP) observe(level slog.Level, msg string, f gobgplog.Fields) {
 	g.pmu.Unlock()
 	switch {
 	case warn && password:
-		g.log.Warn("cannot connect to BGP peer; check that passwordFile matches the router's password", "peer", addr, "err", reason)
+		g.log.Warn("cannot connect to BGP peer; check that passwordFile matches the router's password", "peer", addr, "err", raw)
 	case warn:
 		g.log.Warn("cannot connect to BGP peer", "peer", addr, "err", reason)
 	}
@@ -151,4 +175,43 @@ func peerReason(level slog.Level, msg string, f gobgplog.Fields) string {
 		}
 	}
 	return msg
+}
+
+// prefixWarnPct is the share of MaxPrefixes at which GoBGP warns first.
+const prefixWarnPct = 80
+
+// prefixLimit handles GoBGP's "prefix limit reached" records: a warning at
+// prefixWarnPct, and the limit itself, after which GoBGP sends a Cease
+// (maximum number of prefixes reached), drops everything the router sent
+// and keeps the peer administratively down until vipcast restarts or the
+// peer's configuration changes (as a router's maximum-prefix without
+// restart): a router leaking its table gets no session to leak into.
+func (g *GoBGP) prefixLimit(addr netip.Addr, f gobgplog.Fields) {
+	g.pmu.Lock()
+	t, ok := g.peers[addr]
+	if !ok {
+		g.pmu.Unlock()
+		return
+	}
+	n := t.maxPrefixes
+	if n == 0 {
+		n = DefaultMaxPrefixes
+	}
+	family := fmt.Sprint(f["Family"])
+	if _, warning := f["Pct"]; warning {
+		g.pmu.Unlock()
+		g.log.Warn("BGP peer sends routes, which vipcast never imports: near the prefix limit", "peer", addr, "family", family, "limit", n, "pct", f["Pct"])
+		return
+	}
+	if t.prefixLimited {
+		// Further UPDATEs read before the session is down: same event.
+		g.pmu.Unlock()
+		return
+	}
+	t.prefixLimitHits++
+	t.prefixLimited = true
+	t.lastError = fmt.Sprintf("prefix limit: the router sent more than %d %s routes (peers[].maxPrefixes); vipcast imports none, so the session was closed with a Cease and stays down; stop the router sending routes to this node (e.g. an outbound filter), then restart vipcast or change this peer's configuration", n, family)
+	hits := t.prefixLimitHits
+	g.pmu.Unlock()
+	g.log.Warn("BGP peer exceeded the prefix limit: closing the session, which stays down until vipcast restarts or the peer's configuration changes", "peer", addr, "family", family, "limit", n, "hits", hits)
 }

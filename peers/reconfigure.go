@@ -19,9 +19,9 @@ var ErrRestartRequired = errors.New("restart required")
 // Reconfigure applies a new, validated peering configuration to the running
 // instance. Only the peers that changed are touched: a removed peer is
 // deleted (Cease), an added one is added, a changed one (any session
-// setting) is deleted and added again; a peer whose policy alone changed
-// keeps its session and gets the new attributes by a soft reset (a fresh
-// UPDATE). Every other session stays up, its uptime unchanged. Announced
+// setting) is deleted and added again; a peer whose policy or IPv6 next hop
+// alone changed keeps its session and gets the new attributes by a soft
+// reset (a fresh UPDATE). Every other session stays up, its uptime unchanged. Announced
 // paths stay and go to new peers.
 //
 // Changes to bgp.* or to the session of a peer with BFD on either side
@@ -44,6 +44,7 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 		addr       netip.Addr
 		old, new   *Peer
 		export     policy.Export
+		nh         nextHop6
 		policyOnly bool
 	}
 	oldBy := map[netip.Addr]*Peer{}
@@ -61,11 +62,14 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 		}
 		seen[a] = true
 		o := oldBy[a]
+		// Looked up again on every reload: an address added since is
+		// taken, and a peer refused for want of one gets its IPv6 VIPs.
+		nh := g.ipv6NextHop(i, *p)
 		switch {
 		case o == nil || !sameSession(*o, *p):
-			changes = append(changes, change{addr: a, old: o, new: p, export: exports[i]})
-		case !reflect.DeepEqual(o.Policy, p.Policy):
-			changes = append(changes, change{addr: a, old: o, new: p, export: exports[i], policyOnly: true})
+			changes = append(changes, change{addr: a, old: o, new: p, export: exports[i], nh: nh})
+		case !reflect.DeepEqual(o.Policy, p.Policy) || g.nextHops[a] != nh:
+			changes = append(changes, change{addr: a, old: o, new: p, export: exports[i], nh: nh, policyOnly: true})
 		}
 	}
 	for a, o := range oldBy {
@@ -92,13 +96,10 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 	}
 	for _, c := range changes {
 		if c.policyOnly {
-			if err := g.setExport(ctx, *c.new, c.export); err != nil {
-				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
-			}
 			// Soft reset out: the session stays, the router gets the path
 			// again with the new attributes.
-			if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: c.addr.String(), Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {
-				return fmt.Errorf("reconfigure: peer %s: resending with the new policy: %w", c.addr, err)
+			if err := g.replaceExport(ctx, *c.new, c.export, c.nh); err != nil {
+				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
 			}
 			g.log.Info("peer policy changed: paths resent, session kept", "peer", c.addr)
 			continue
@@ -116,12 +117,12 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
 			}
 		} else {
-			if err := g.setExport(ctx, *c.new, c.export); err != nil {
+			g.pmu.Lock()
+			g.peers[c.addr] = &peerTrack{password: c.new.PasswordFile != "", state: StateIdle, maxPrefixes: c.new.MaxPrefixes}
+			g.pmu.Unlock()
+			if err := g.setExport(ctx, *c.new, c.export, c.nh); err != nil {
 				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
 			}
-			g.pmu.Lock()
-			g.peers[c.addr] = &peerTrack{password: c.new.PasswordFile != "", state: StateIdle}
-			g.pmu.Unlock()
 			if err := g.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: adds[c.addr]}); err != nil {
 				return fmt.Errorf("reconfigure: adding peer %s: %w", c.addr, err)
 			}
@@ -141,9 +142,11 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 }
 
 // sameSession compares two peers' session settings (everything but the
-// policy). A new key written to the same password file is not seen here:
-// change the file's path, or restart.
+// policy and the IPv6 next hop, which only the export policy carries). A
+// new key written to the same password file is not seen here: change the
+// file's path, or restart.
 func sameSession(a, b Peer) bool {
 	a.Policy, b.Policy = policy.PeerConfig{}, policy.PeerConfig{}
+	a.NextHopIPv6, b.NextHopIPv6 = "", ""
 	return reflect.DeepEqual(a, b)
 }

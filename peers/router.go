@@ -50,6 +50,9 @@ type PeerStatus struct {
 	PrefixesSent int
 	// LastError is the last reason the session went down, if any.
 	LastError string
+	// PrefixLimitHits counts the sessions closed because the router sent
+	// more routes than the peer's MaxPrefixes.
+	PrefixLimitHits uint64
 	// BFD is the peer's BFD session; nil when BFD is off.
 	BFD *BFDStatus
 }

@@ -26,8 +26,12 @@ func resolveRouterID(configured string) (netip.Addr, error) {
 	if a, ok := firstGlobalIPv4(ifs, (*net.Interface).Addrs); ok {
 		return a, nil
 	}
-	return netip.Addr{}, errors.New("bgp.routerID auto: this node has no global IPv4 address on an up interface; set bgp.routerID to an IPv4 address, e.g. 192.0.2.11")
+	return netip.Addr{}, errors.New("bgp.routerID: auto, but this node has no global IPv4 address on an up interface (an IPv6-only node?); set bgp.routerID to an IPv4 address unique among the routers' peers, e.g. 192.0.2.11")
 }
+
+// ResolveRouterID is the router ID run would use; validate calls it so a
+// configuration run refuses is refused by validate too.
+func ResolveRouterID(configured string) (netip.Addr, error) { return resolveRouterID(configured) }
 
 // firstGlobalIPv4 is the selection behind resolveRouterID, split out so the
 // test can feed it fake interfaces.

@@ -1,14 +1,17 @@
 package speaker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,6 +40,9 @@ type Loopback struct {
 	ifname string
 	label  string
 	log    *slog.Logger
+	// ns is the network namespace WatchRemovals subscribes in; nil: the
+	// calling thread's, like the handle NewLoopback opens.
+	ns *netns.NsHandle
 }
 
 var _ Addresses = (*Loopback)(nil)
@@ -206,6 +212,144 @@ func (l *Loopback) Cleanup(vips []netip.Prefix) error {
 		l.log.Info("cleanup: vip removed", "vip", p, "err", nil, "configured", want[p], "label", a.Label)
 	}
 	return errors.Join(errs...)
+}
+
+// Missing returns the VIPs of vips that are not on the interface, in the
+// order given.
+func (l *Loopback) Missing(vips []netip.Prefix) ([]netip.Prefix, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.h == nil {
+		return nil, fmt.Errorf("list vips on %s: %w", l.ifname, net.ErrClosed)
+	}
+	link, err := l.h.LinkByName(l.ifname)
+	if err != nil {
+		return nil, fmt.Errorf("list vips on %s: %w", l.ifname, err)
+	}
+	addrs, err := l.list(link)
+	if err != nil {
+		return nil, fmt.Errorf("list vips on %s: %w", l.ifname, err)
+	}
+	on := make(map[netip.Prefix]bool, len(addrs))
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok {
+			on[p] = true
+		}
+	}
+	var missing []netip.Prefix
+	for _, v := range vips {
+		if !on[v] {
+			missing = append(missing, v)
+		}
+	}
+	return missing, nil
+}
+
+// resubscribeDelay is how long WatchRemovals waits before renewing a
+// subscription the kernel or the library ended (e.g. ENOBUFS when the
+// socket's buffer overflowed under a burst of address changes).
+const resubscribeDelay = time.Second
+
+// WatchRemovals sends to removed every address the kernel reports deleted
+// from the interface (RTM_DELADDR), until ctx ends; it returns only then,
+// with its netlink subscription closed and its goroutines stopped. When
+// notifications may have been lost (the subscription broke and is renewed)
+// it sends the zero Prefix: the receiver should then check every VIP. The
+// receiver's own removals are reported too; it tells them apart.
+func (l *Loopback) WatchRemovals(ctx context.Context, removed chan<- netip.Prefix) error {
+	link, err := func() (netlink.Link, error) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.h == nil {
+			return nil, net.ErrClosed
+		}
+		return l.h.LinkByName(l.ifname)
+	}()
+	if err != nil {
+		return fmt.Errorf("watch addresses on %s: %w", l.ifname, err)
+	}
+	index := link.Attrs().Index
+	send := func(p netip.Prefix) bool {
+		select {
+		case removed <- p:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for first := true; ; first = false {
+		if !first {
+			t := time.NewTimer(resubscribeDelay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		}
+		ch := make(chan netlink.AddrUpdate, 64)
+		done := make(chan struct{})
+		opts := netlink.AddrSubscribeOptions{
+			Namespace: l.ns,
+			ErrorCallback: func(err error) {
+				if ctx.Err() == nil { // closing the subscription is no failure
+					l.log.Warn("address watch", "err", err)
+				}
+			},
+		}
+		if err := netlink.AddrSubscribeWithOptions(ch, done, opts); err != nil {
+			if first {
+				return fmt.Errorf("watch addresses on %s: %w", l.ifname, err)
+			}
+			l.log.Warn("address watch: renewing the subscription failed; the periodic check still runs", "err", err)
+			continue
+		}
+		if !first && !send(netip.Prefix{}) {
+			close(done)
+			drain(ch)
+			return nil
+		}
+		if l.forward(ctx, ch, index, send) {
+			close(done)
+			drain(ch)
+			return nil
+		}
+		close(done)
+		drain(ch)
+		l.log.Warn("address watch ended; renewing it", "delay", resubscribeDelay)
+	}
+}
+
+// forward relays the deletions on link index until ctx ends (true) or the
+// subscription closes ch (false).
+func (l *Loopback) forward(ctx context.Context, ch <-chan netlink.AddrUpdate, index int, send func(netip.Prefix) bool) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return true
+		case u, ok := <-ch:
+			if !ok {
+				return false
+			}
+			if u.NewAddr || u.LinkIndex != index {
+				continue
+			}
+			p, ok := prefixOf(&u.LinkAddress)
+			if !ok {
+				continue
+			}
+			if !send(p) {
+				return true
+			}
+		}
+	}
+}
+
+// drain empties ch until the library's receiver closes it, so that
+// goroutine never blocks on a send nobody reads.
+func drain(ch <-chan netlink.AddrUpdate) {
+	for range ch {
+	}
 }
 
 // list returns the addresses on link, re-reading a dump the kernel marked as

@@ -492,3 +492,99 @@ func (r *slogRecorder) records(t *testing.T) []map[string]any {
 	}
 	return out
 }
+
+// A VIP deleted by someone else (RTM_DELADDR) reaches the watcher, Missing
+// names what is gone, and the watch stops when its context ends.
+func TestLoopbackWatchRemovals(t *testing.T) {
+	l, ns, h := newTestLoopback(t, nil)
+	l.ns = &ns
+	v4 := netip.MustParsePrefix("203.0.113.10/32")
+	v6 := netip.MustParsePrefix("2001:db8:ffff::10/128")
+	for _, v := range []netip.Prefix{v4, v6} {
+		if err := l.Add(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	removed := make(chan netip.Prefix)
+	done := make(chan error, 1)
+	go func() { done <- l.WatchRemovals(ctx, removed) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("WatchRemovals: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("WatchRemovals did not return after cancel")
+		}
+	})
+	if got, err := l.Missing([]netip.Prefix{v4, v6}); err != nil || len(got) != 0 {
+		t.Fatalf("Missing before any delete = %v, %v; want none", got, err)
+	}
+	// The subscription is set up asynchronously: delete until an event
+	// arrives (each round re-adds first), never sleep-and-hope.
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for got := false; !got; {
+		if time.Now().After(deadline) {
+			t.Fatal("no removal reported within 5s")
+		}
+		_ = l.Add(v6)
+		if err := h.AddrDel(lo, &netlink.Addr{IPNet: ipNet(v6)}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case p := <-removed:
+			if p != v6 {
+				t.Fatalf("reported %s, want %s", p, v6)
+			}
+			got = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if got, err := l.Missing([]netip.Prefix{v4, v6}); err != nil || !slices.Equal(got, []netip.Prefix{v6}) {
+		t.Errorf("Missing = %v, %v; want [%s]", got, err, v6)
+	}
+}
+
+// The speaker on a real lo: a VIP deleted with netlink behind its back
+// (`ip addr del`) is back within the watch's latency, long before the
+// 1 s periodic check, and the route is never withdrawn.
+func TestSpeakerPutsBackVIPDeletedFromRealLo(t *testing.T) {
+	l, ns, h := newTestLoopback(t, nil)
+	l.ns = &ns
+	cfg := testConfig()
+	hs := startWith(t, cfg, func(d *Deps) { d.Addresses = l })
+	hs.probe.ok.Store(true)
+	onLo := func(p netip.Prefix) bool { _, ok := findAddr(t, h, p); return ok }
+	hs.eventually("announced with the VIPs on lo", func() bool {
+		return hs.router.IsAnnounced(vip4) && hs.router.IsAnnounced(vip6) && onLo(vip4) && onLo(vip6)
+	})
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The watch subscribes asynchronously; the periodic check is the
+	// backstop, so measure and require well under it.
+	for _, v := range []netip.Prefix{vip4, vip6} {
+		t0 := time.Now()
+		if err := h.AddrDel(lo, &netlink.Addr{IPNet: ipNet(v)}); err != nil {
+			t.Fatal(err)
+		}
+		hs.eventually(v.String()+" back on lo", func() bool { return onLo(v) })
+		t.Logf("%s back on lo after %v", v, time.Since(t0))
+	}
+	for _, c := range hs.router.History() {
+		if strings.HasPrefix(c, "withdraw") {
+			t.Errorf("route withdrawn although the VIP was put back: %v", hs.router.History())
+		}
+	}
+	if a, ok := findAddr(t, h, vip4); !ok || a.Label != "lo:vip" {
+		t.Errorf("re-added IPv4 VIP %+v, want the lo:vip label", a)
+	}
+}

@@ -21,3 +21,5 @@ func (*Loopback) Add(netip.Prefix) error       { return errors.ErrUnsupported }
 func (*Loopback) Remove(netip.Prefix) error    { return errors.ErrUnsupported }
 func (*Loopback) Cleanup([]netip.Prefix) error { return errors.ErrUnsupported }
 func (*Loopback) Close() error                 { return nil }
+
+func (*Loopback) Missing([]netip.Prefix) ([]netip.Prefix, error) { return nil, errors.ErrUnsupported }

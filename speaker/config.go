@@ -60,6 +60,11 @@ type HealthConfig struct {
 	// pause) is not dead, while a refusal, a reset or an HTTP error is
 	// definite and needs only Fall.
 	TimeoutFall int `mapstructure:"timeoutFall"`
+	// ConfirmInterval (capped at Interval) replaces Interval before the probe that follows a
+	// definite failure (refused, reset, an HTTP error) while Fall is not
+	// yet reached: a crash is certain at once, so waiting a whole interval
+	// to confirm it only adds to the failover. At or above Interval it is off.
+	ConfirmInterval time.Duration `mapstructure:"confirmInterval"`
 }
 
 // DampingConfig suppresses a VIP whose health keeps flapping (RFC 2439
@@ -98,6 +103,10 @@ func Default() Config {
 			Rise:        3,
 			Fall:        2,
 			TimeoutFall: 4,
+			// Measured in the lab: a SIGKILLed apiserver refuses at once and
+			// stays down, while 20ms still spaces probes wide enough that a
+			// transient error is not counted twice within a blink.
+			ConfirmInterval: 20 * time.Millisecond,
 		},
 		Damping:  DampingConfig{HalfLife: 15 * time.Second, Suppress: 2.5, Reuse: 1},
 		Shutdown: ShutdownConfig{DrainPeriod: 2 * time.Second},
@@ -188,6 +197,11 @@ func (c Config) Validate() error {
 		add("health.timeout: %v is too short; use at least 5ms (default 80ms)", h.Timeout)
 	} else if h.Interval > 0 && h.Timeout >= h.Interval {
 		add("health.timeout: %v is not shorter than health.interval %v, so probes would queue and a hung apiserver would be seen late; lower timeout or raise interval (defaults 80ms and 100ms)", h.Timeout, h.Interval)
+	}
+	// Above interval it is capped, not refused: a short interval must not
+	// make the default confirmInterval an error.
+	if h.ConfirmInterval < 5*time.Millisecond || h.ConfirmInterval > time.Minute {
+		add("health.confirmInterval: %v is out of range; use 5ms to 1m (default 20ms; at or above health.interval it turns fast confirmation off)", h.ConfirmInterval)
 	}
 	if h.Rise < 1 || h.Rise > 100 {
 		add("health.rise: %d is out of range; use 1 to 100 (default 3)", h.Rise)

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode"
@@ -27,9 +28,10 @@ type HTTPProber struct {
 	timeout time.Duration
 	client  *http.Client
 	token   *reloader[string] // nil without a token file
+	closed  chan struct{}     // the apiserver closed a connection; cap 1
 }
 
-var _ Prober = (*HTTPProber)(nil)
+var _ ClosingProber = (*HTTPProber)(nil)
 
 // NewHTTPProber reads the CA, client certificate and token now, so a broken
 // file stops the speaker at start instead of failing every probe.
@@ -53,7 +55,7 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 		}
 		tlsCfg.RootCAs = x509.NewCertPool()
 		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("health.caFile %q: no PEM certificate found", cfg.CAFile)
+			return nil, fmt.Errorf("health.caFile: %q holds no PEM certificate; point it at the CA that signed the apiserver's serving certificate, e.g. /etc/kubernetes/pki/ca.crt", cfg.CAFile)
 		}
 	}
 	if cfg.CertFile != "" || cfg.KeyFile != "" {
@@ -64,11 +66,11 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 			return &c, err
 		}}
 		if _, err := cert.get(); err != nil {
-			return nil, fmt.Errorf("health.certFile %q, health.keyFile %q: %w", cfg.CertFile, cfg.KeyFile, err)
+			return nil, fmt.Errorf("health.certFile %q, health.keyFile %q: %w; point them at a PEM client certificate and its key", cfg.CertFile, cfg.KeyFile, err)
 		}
 		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert.get() }
 	}
-	p := &HTTPProber{url: cfg.URL, timeout: cfg.Timeout}
+	p := &HTTPProber{url: cfg.URL, timeout: cfg.Timeout, closed: make(chan struct{}, 1)}
 	if cfg.TokenFile != "" {
 		p.token = &reloader[string]{paths: []string{cfg.TokenFile}, load: func() (string, error) {
 			b, err := os.ReadFile(cfg.TokenFile)
@@ -76,10 +78,15 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 			if err == nil && tok == "" {
 				err = fmt.Errorf("%s is empty", cfg.TokenFile)
 			}
+			// A token that cannot go in a header would fail every probe
+			// with a transport error that does not name the file.
+			if err == nil && strings.IndexFunc(tok, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) >= 0 {
+				err = fmt.Errorf("%s holds a line break or control character inside the token; it must hold the token alone", cfg.TokenFile)
+			}
 			return tok, err
 		}}
 		if _, err := p.token.get(); err != nil {
-			return nil, fmt.Errorf("health.tokenFile: %w", err)
+			return nil, fmt.Errorf("health.tokenFile: %w; point it at a file holding the bearer token", err)
 		}
 	}
 
@@ -88,9 +95,39 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 	// stream behind a wedged one on a shared HTTP/2 connection.
 	var protos http.Protocols
 	protos.SetHTTP1(true)
+	// The connections are dialled here, not by the transport, to watch
+	// them: an idle kept-alive connection that the apiserver closes is the
+	// first sign of a crash, long before the next probe is due.
+	var dialer net.Dialer
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &watchedConn{Conn: c, peerClosed: p.notifyClosed}, nil
+	}
+	dialTLS := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c := tlsCfg.Clone()
+		if c.ServerName == "" {
+			c.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(raw, c)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		// Watched above TLS, so a close_notify counts as well as a FIN.
+		return &watchedConn{Conn: tc, peerClosed: p.notifyClosed}, nil
+	}
 	p.client = &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 nil, // the apiserver is local; HTTP_PROXY must not reroute it
+			DialContext:           dial,
+			DialTLSContext:        dialTLS,
 			TLSClientConfig:       tlsCfg,
 			TLSHandshakeTimeout:   cfg.Timeout,
 			ResponseHeaderTimeout: cfg.Timeout,
@@ -132,6 +169,44 @@ func (p *HTTPProber) Probe(ctx context.Context) ProbeResult {
 // Close drops the kept-alive connection; a probe still running ends at its
 // timeout and closes its own.
 func (p *HTTPProber) Close() { p.client.CloseIdleConnections() }
+
+// Closed receives when the apiserver closed or reset one of the prober's
+// connections: a crashed apiserver's sockets are closed by the kernel at
+// once, so the idle kept-alive connection hears of it within a millisecond.
+func (p *HTTPProber) Closed() <-chan struct{} { return p.closed }
+
+func (p *HTTPProber) notifyClosed() {
+	select {
+	case p.closed <- struct{}{}:
+	default: // one pending notice says it all
+	}
+}
+
+// watchedConn reports a read that ends because the other side closed or
+// reset the connection, not because this side closed it.
+type watchedConn struct {
+	net.Conn
+	peerClosed func()
+	closing    atomic.Bool
+}
+
+func (c *watchedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && !c.closing.Load() && closedByPeer(err) {
+		c.peerClosed()
+	}
+	return n, err
+}
+
+func (c *watchedConn) Close() error {
+	c.closing.Store(true)
+	return c.Conn.Close()
+}
+
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED)
+}
 
 func (p *HTTPProber) get(ctx context.Context) (code int, detail string, err error) {
 	// The body is read under the same deadline: an apiserver that sends

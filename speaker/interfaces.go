@@ -28,6 +28,14 @@ type Prober interface {
 	Probe(ctx context.Context) ProbeResult
 }
 
+// ClosingProber is a Prober that also hears when the apiserver closes a
+// connection it keeps alive, so a crash is probed at once instead of at
+// the next interval.
+type ClosingProber interface {
+	Prober
+	Closed() <-chan struct{}
+}
+
 // Addresses manages the VIP addresses on the loopback interface.
 type Addresses interface {
 	// Add puts vip on the interface; adding a present VIP is not an error.
@@ -37,4 +45,16 @@ type Addresses interface {
 	// Cleanup removes, at start and at exit, every VIP in vips and every
 	// address a predecessor marked as vipcast's, and nothing else.
 	Cleanup(vips []netip.Prefix) error
+	// Missing returns the VIPs of vips that are not on the interface.
+	Missing(vips []netip.Prefix) ([]netip.Prefix, error)
+}
+
+// RemovalWatcher is an Addresses that reports removals as they happen (on
+// Linux, netlink RTM_DELADDR), so a VIP deleted behind vipcast's back is
+// put back at once rather than at the next periodic check.
+type RemovalWatcher interface {
+	// WatchRemovals sends every address removed from the interface to
+	// removed until ctx ends, and returns only then; a zero Prefix means
+	// removals may have been missed. See Loopback.WatchRemovals.
+	WatchRemovals(ctx context.Context, removed chan<- netip.Prefix) error
 }

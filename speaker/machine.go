@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -30,6 +31,10 @@ const (
 	// are still announced, with the RFC 8326 GRACEFUL_SHUTDOWN community,
 	// until the graceful-shutdown wait ends; then they are withdrawn.
 	ReasonGracefulShutdown Reason = "graceful-shutdown"
+	// ReasonLoopbackFailed: a VIP vanished from the loopback (removed
+	// behind vipcast's back) and could not be put back, so the node cannot
+	// answer for it: withdrawn until the address can be added again.
+	ReasonLoopbackFailed Reason = "loopback-failed"
 )
 
 // Decision is the machine's verdict for one VIP.
@@ -53,6 +58,12 @@ type Transition struct {
 	From, To Reason
 	// Detail is the evidence, e.g. the failing probe's reason.
 	Detail string
+	// Loopback lists the VIPs found missing from the loopback that this
+	// transition reports (see Machine.LoopbackMissing); nil for all others.
+	// When the missing VIPs were put back at once the decision does not
+	// change: From equals To, and the record exists only so that status,
+	// metrics and events show what happened.
+	Loopback []netip.Prefix
 }
 
 // MachineConfig are the machine's knobs.
@@ -62,6 +73,10 @@ type MachineConfig struct {
 	// is a timeout; below Fall (0 included) it is Fall.
 	TimeoutFall int
 	Damping     DampingConfig
+	// Interval is the time between probe starts; ConfirmInterval replaces
+	// it after a definite failure that has not yet reached Fall. Zero
+	// values leave the schedule to the caller (NextProbe returns zero).
+	Interval, ConfirmInterval time.Duration
 	// GracefulWait is how long a drain or shutdown keeps an announced VIP
 	// announced with GRACEFUL_SHUTDOWN before withdrawing; 0 withdraws at once.
 	GracefulWait time.Duration
@@ -86,6 +101,8 @@ type Machine struct {
 	drained, peerUp bool
 	shutdown        bool
 	gshutUntil      time.Time // end of the graceful-shutdown phase; zero if none
+	// loFault says why the VIPs cannot be held on the loopback; "" if they can.
+	loFault string
 
 	announce bool
 	reason   Reason
@@ -128,6 +145,28 @@ func (m *Machine) Probe(r ProbeResult, now time.Time) *Transition {
 	return m.eval(now)
 }
 
+// NextProbe is when the next probe should start: an interval after the
+// last one, or a confirmation interval after a definite failure while the
+// verdict can still flip on it. A run of timeouts keeps the full interval
+// (slow is not dead), and so does a node already unhealthy, so a dead
+// apiserver is not probed faster than a live one. Zero before any probe.
+func (m *Machine) NextProbe() time.Time {
+	r := m.lastProbe
+	if r.At.IsZero() {
+		return time.Time{}
+	}
+	if !r.OK && !r.TimedOut && m.ConfirmPending() && m.cfg.ConfirmInterval > 0 {
+		return r.At.Add(min(m.cfg.ConfirmInterval, m.cfg.Interval))
+	}
+	return r.At.Add(m.cfg.Interval)
+}
+
+// ConfirmPending: failures are accruing toward a withdraw that has not
+// happened yet.
+func (m *Machine) ConfirmPending() bool {
+	return m.failRun > 0 && (m.healthy || !m.decided) && m.failRun < m.fallNeeded()
+}
+
 // SetDrained records an operator drain or undrain.
 func (m *Machine) SetDrained(drained bool, now time.Time) *Transition {
 	if drained && !m.drained {
@@ -166,6 +205,55 @@ func (m *Machine) Shutdown(now time.Time) *Transition {
 	}
 	m.shutdown = true
 	return m.eval(now)
+}
+
+// LoopbackMissing records that the VIPs in missing were found gone from the
+// loopback while vipcast held them there (an admin, a network tool or
+// another program removed them), and the outcome of putting them back:
+// err is nil if every one is back. A failure withdraws, with
+// ReasonLoopbackFailed, until LoopbackRestored: the node must not attract
+// traffic for an address it does not answer. The result is never nil: a
+// successful repair changes no decision, but is still reported.
+func (m *Machine) LoopbackMissing(missing []netip.Prefix, err error, now time.Time) *Transition {
+	what := fmt.Sprintf("VIP %s removed from the loopback behind vipcast's back", joinPrefixes(missing))
+	if err != nil {
+		m.loFault = fmt.Sprintf("%s; putting it back failed: %v", what, err)
+	}
+	tr := m.eval(now)
+	if tr == nil {
+		tr = &Transition{At: now, Announce: m.announce, From: m.reason, To: m.reason, Detail: what + "; put back at once"}
+		if err != nil {
+			tr.Detail = m.loFault
+		}
+	}
+	tr.Loopback = append([]netip.Prefix(nil), missing...)
+	return tr
+}
+
+// LoopbackRestored records that every VIP could be added to the loopback
+// again after a LoopbackMissing failure.
+func (m *Machine) LoopbackRestored(now time.Time) *Transition {
+	if m.loFault == "" {
+		return nil
+	}
+	m.loFault = ""
+	tr := m.eval(now)
+	if tr != nil && tr.From == ReasonLoopbackFailed {
+		tr.Detail = strings.TrimSuffix("VIPs back on the loopback; "+tr.Detail, "; ")
+	}
+	return tr
+}
+
+// LoopbackFailed reports whether a LoopbackMissing failure awaits
+// LoopbackRestored.
+func (m *Machine) LoopbackFailed() bool { return m.loFault != "" }
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // Tick lets time-based state (damping decay) move on without new input.
@@ -230,7 +318,7 @@ func (m *Machine) eval(now time.Time) *Transition {
 	announce, reason := false, ReasonHealthy
 	// The graceful phase holds only while the apiserver stays healthy: a
 	// health failure ends it and withdraws at once, for good.
-	graceful := !m.gshutUntil.IsZero() && (m.shutdown || m.drained) && m.decided && m.healthy && !m.suppressed
+	graceful := !m.gshutUntil.IsZero() && (m.shutdown || m.drained) && m.decided && m.healthy && !m.suppressed && m.loFault == ""
 	if graceful && !now.Before(m.gshutUntil) {
 		graceful = false
 	}
@@ -244,6 +332,8 @@ func (m *Machine) eval(now time.Time) *Transition {
 		reason = ReasonShuttingDown
 	case m.drained:
 		reason = ReasonDrained
+	case m.loFault != "":
+		reason = ReasonLoopbackFailed
 	case !m.decided:
 		reason = ReasonStarting
 	case !m.healthy:
@@ -265,6 +355,8 @@ func (m *Machine) eval(now time.Time) *Transition {
 
 func (m *Machine) detail(r Reason, now time.Time) string {
 	switch r {
+	case ReasonLoopbackFailed:
+		return m.loFault
 	case ReasonUnhealthy:
 		if !m.definite && m.cfg.TimeoutFall > m.cfg.Fall {
 			return fmt.Sprintf("%d consecutive timeouts (timeoutFall %d), last: %s", m.failRun, m.cfg.TimeoutFall, m.lastProbe.Reason)
@@ -279,7 +371,9 @@ func (m *Machine) detail(r Reason, now time.Time) string {
 		}
 		return fmt.Sprintf("%s: announced with GRACEFUL_SHUTDOWN 65535:0 until %s, then withdrawn", why, m.gshutUntil.Format(time.RFC3339Nano))
 	case ReasonDamped:
-		return fmt.Sprintf("health flapped (penalty %.2f >= %g); held until %s", m.decayed(now), m.cfg.Damping.Suppress, m.SuppressedUntil().Format(time.RFC3339))
+		// The penalty as it reached suppress at the last flap: the decayed
+		// value now can be below suppress and read like a contradiction.
+		return fmt.Sprintf("health flapped (penalty reached %.2f >= suppress %g at %s); held until %s", m.penalty, m.cfg.Damping.Suppress, m.penaltyAt.Format(time.RFC3339), m.SuppressedUntil().Format(time.RFC3339))
 	}
 	return ""
 }

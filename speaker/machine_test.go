@@ -1,6 +1,7 @@
 package speaker
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -11,7 +12,8 @@ import (
 
 // step is one input to the machine; the script language keeps flap
 // sequences readable: "+" a good probe, "-" a failed one, "t" a timeout, "peer"/"nopeer",
-// "drain"/"undrain", "shutdown", "wait:<duration>", "tick".
+// "drain"/"undrain", "shutdown", "wait:<duration>", "tick", "lofixed"/"lofail"
+// (a VIP vanished from lo and was put back, or could not be), "lorestored".
 type step struct {
 	in   string
 	want string // "A:<reason>" announced, "W:<reason>" withdrawn
@@ -40,6 +42,17 @@ func run(t *testing.T, cfg MachineConfig, steps []step) {
 				m.Shutdown(now)
 			case in == "tick":
 				m.Tick(now)
+			case in == "lofixed", in == "lofail":
+				// A VIP vanished from lo; putting it back worked or failed.
+				var err error
+				if in == "lofail" {
+					err = errors.New("operation not permitted")
+				}
+				if tr := m.LoopbackMissing(m.vips, err, now); tr == nil || len(tr.Loopback) != 1 {
+					t.Fatalf("%s: transition %+v, want one reporting the missing VIP", in, tr)
+				}
+			case in == "lorestored":
+				m.LoopbackRestored(now)
 			case strings.HasPrefix(in, "wait:"):
 				d, err := time.ParseDuration(strings.TrimPrefix(in, "wait:"))
 				if err != nil {
@@ -72,6 +85,20 @@ func TestMachine(t *testing.T) {
 		cfg   MachineConfig
 		steps []step
 	}{
+		{"vip put back on lo keeps the route", base, []step{
+			{"peer + + +", "A:healthy"}, {"lofixed", "A:healthy"}, {"lofixed -", "A:healthy"},
+		}},
+		{"vip not put back on lo withdraws until restored", base, []step{
+			{"peer + + +", "A:healthy"}, {"lofail", "W:loopback-failed"}, {"+ + + tick", "W:loopback-failed"},
+			{"lorestored", "A:healthy"},
+		}},
+		{"loopback failure outranks unhealthy, not drain", base, []step{
+			{"peer + + +", "A:healthy"}, {"- -", "W:unhealthy"}, {"lofail", "W:loopback-failed"},
+			{"drain", "W:drained"}, {"undrain", "W:loopback-failed"}, {"lorestored", "W:unhealthy"},
+		}},
+		{"loopback failure ends a graceful shutdown at once", MachineConfig{Rise: 3, Fall: 2, GracefulWait: 3 * time.Second}, []step{
+			{"peer + + +", "A:healthy"}, {"drain", "A:graceful-shutdown"}, {"lofail", "W:drained"},
+		}},
 		{"starts withdrawn until rise", base, []step{
 			{"peer", "W:starting"}, {"+ +", "W:starting"}, {"+", "A:healthy"},
 		}},
@@ -239,5 +266,73 @@ func TestSuppressedUntil(t *testing.T) {
 	}
 	if m.Tick(until); !m.Announce() {
 		t.Fatalf("still withdrawn at %v with penalty %.3f", until, m.Penalty(until))
+	}
+}
+
+func TestNextProbe(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	cfg := MachineConfig{Rise: 2, Fall: 3, TimeoutFall: 4, Interval: 100 * time.Millisecond, ConfirmInterval: 20 * time.Millisecond}
+	ok := ProbeResult{OK: true, Reason: "ok"}
+	refused := ProbeResult{Reason: "connection refused"}
+	timeout := ProbeResult{Reason: "timeout after 80ms", TimedOut: true}
+	tests := []struct {
+		name   string
+		probes []ProbeResult
+		want   time.Duration // after the last probe's start
+	}{
+		{"healthy", []ProbeResult{ok, ok, ok}, 100 * time.Millisecond},
+		{"first definite failure confirms fast", []ProbeResult{ok, ok, refused}, 20 * time.Millisecond},
+		{"second definite failure still confirms fast", []ProbeResult{ok, ok, refused, refused}, 20 * time.Millisecond},
+		{"withdrawn: back to the interval", []ProbeResult{ok, ok, refused, refused, refused}, 100 * time.Millisecond},
+		{"still failing after the withdraw", []ProbeResult{ok, ok, refused, refused, refused, refused}, 100 * time.Millisecond},
+		{"a timeout is not definite", []ProbeResult{ok, ok, timeout}, 100 * time.Millisecond},
+		{"a definite failure after a timeout confirms fast", []ProbeResult{ok, ok, timeout, refused}, 20 * time.Millisecond},
+		{"starting: a failure confirms fast", []ProbeResult{refused}, 20 * time.Millisecond},
+		{"recovering: successes keep the interval", []ProbeResult{refused, refused, refused, ok}, 100 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewMachine(cfg, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}, t0)
+			if got := m.NextProbe(); !got.IsZero() {
+				t.Errorf("NextProbe() before any probe = %v, want zero", got)
+			}
+			at := t0
+			for _, r := range tt.probes {
+				at = at.Add(7 * time.Millisecond)
+				r.At = at
+				m.Probe(r, at)
+			}
+			if got := m.NextProbe().Sub(at); got != tt.want {
+				t.Errorf("NextProbe() = last probe + %v, want + %v", got, tt.want)
+			}
+		})
+	}
+	t.Run("confirmInterval above interval is capped", func(t *testing.T) {
+		c := cfg
+		c.ConfirmInterval = time.Second
+		m := NewMachine(c, nil, t0)
+		m.Probe(ProbeResult{At: t0, Reason: "connection refused"}, t0)
+		if got := m.NextProbe().Sub(t0); got != c.Interval {
+			t.Errorf("NextProbe() = + %v, want the interval %v", got, c.Interval)
+		}
+	})
+}
+
+// The damped detail prints the penalty that triggered suppression, not
+// the decayed one, which read "penalty 2.12 >= 2.5".
+func TestDampedDetailPenalty(t *testing.T) {
+	now := time.Unix(0, 0)
+	cfg := MachineConfig{Rise: 1, Fall: 1, Damping: DampingConfig{HalfLife: 10 * time.Second, Suppress: 2.5, Reuse: 1}}
+	m := NewMachine(cfg, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}, now)
+	m.SetPeerUp(true, now)
+	for _, ok := range []bool{true, false, true, false, true, false} {
+		m.Probe(ProbeResult{OK: ok}, now)
+	}
+	tr := m.Probe(ProbeResult{OK: true}, now.Add(5*time.Second))
+	if tr == nil || tr.To != ReasonDamped {
+		t.Fatalf("healthy while suppressed: transition %+v, want one to %s", tr, ReasonDamped)
+	}
+	if want := "penalty reached 3.00 >= suppress 2.5"; !strings.Contains(tr.Detail, want) {
+		t.Errorf("detail %q, want %q", tr.Detail, want)
 	}
 }

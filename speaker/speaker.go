@@ -38,6 +38,11 @@ type Deps struct {
 // the no-established-peer reason; routing never waits for it.
 const peerPoll = 200 * time.Millisecond
 
+// loopbackCheck is how often the VIPs held on the loopback are checked, as
+// a backstop to the netlink watch (RTM_DELADDR), and how often putting them
+// back is retried after it failed.
+const loopbackCheck = time.Second
+
 // historyLen is how many transitions Status keeps.
 const historyLen = 32
 
@@ -104,9 +109,12 @@ func New(cfg Config, d Deps) (*Speaker, error) {
 	s.ribGraceful = map[netip.Prefix]bool{}
 	s.status.Decisions = s.newMachine().Decisions()
 	if d.StateFile != "" {
-		st, err := ReadState(d.StateFile)
+		st, truncated, err := readState(d.StateFile)
 		if err != nil {
 			return nil, err
+		}
+		if truncated {
+			d.Log.Warn("state file: drain reason truncated", "file", d.StateFile, "limit", MaxDrainReason)
 		}
 		s.restored = st
 		s.status.Drained, s.status.DrainReason = st.Drained, st.Reason
@@ -137,7 +145,8 @@ func (s *Speaker) Status() Status {
 }
 
 func (s *Speaker) newMachine() *Machine {
-	mc := MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, TimeoutFall: s.cfg.Health.TimeoutFall, Damping: s.cfg.Damping}
+	mc := MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, TimeoutFall: s.cfg.Health.TimeoutFall, Damping: s.cfg.Damping,
+		Interval: s.cfg.Health.Interval, ConfirmInterval: s.cfg.Health.ConfirmInterval}
 	if s.d.GracefulShutdown.Active() {
 		mc.GracefulWait = s.d.GracefulShutdown.Wait
 	}
@@ -173,10 +182,26 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	results := make(chan ProbeResult)
+	nextProbe := make(chan time.Time, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); s.probeLoop(probeCtx, results) }()
-	defer func() { stopProbes(); wg.Wait() }()
+	go func() { defer wg.Done(); s.probeLoop(probeCtx, results, nextProbe) }()
+	// The loopback watch lives as long as Run: a VIP deleted during the
+	// drain period is still put back.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	removed := make(chan netip.Prefix, 16)
+	if w, ok := s.d.Addresses.(RemovalWatcher); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.WatchRemovals(watchCtx, removed); err != nil {
+				log.Warn("not watching the loopback for removed VIPs; checking every "+loopbackCheck.String()+" instead", "err", err)
+			}
+		}()
+	}
+	defer func() { stopProbes(); stopWatch(); wg.Wait() }()
+	loTick := time.NewTicker(loopbackCheck)
+	defer loTick.Stop()
 
 	peerTick := time.NewTicker(peerPoll)
 	defer peerTick.Stop()
@@ -233,6 +258,7 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 			tr = m.Tick(s.d.Now())
 		case r := <-results:
 			tr = m.Probe(r, s.d.Now())
+			nextProbe <- m.NextProbe()
 			s.noteProbe(r)
 			if _, fail := m.Counters(); fail == 1 {
 				log.Warn("health probe failed", "reason", r.Reason, "latency", r.Latency)
@@ -254,6 +280,10 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 				tr = t2
 			}
 		case <-removeTimer.C:
+		case v := <-removed:
+			tr = s.checkLoopback(m, v)
+		case <-loTick.C:
+			tr = s.checkLoopback(m, netip.Prefix{})
 		}
 		s.reconcile(ctx, m, removeTimer)
 		s.record(m, tr, peerList)
@@ -271,9 +301,16 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 	}
 }
 
-func (s *Speaker) probeLoop(ctx context.Context, out chan<- ProbeResult) {
-	t := time.NewTicker(s.cfg.Health.Interval)
-	defer t.Stop()
+// probeLoop probes when the machine says (next, answered for every result)
+// or at once when the prober hears the apiserver close its connection.
+func (s *Speaker) probeLoop(ctx context.Context, out chan<- ProbeResult, next <-chan time.Time) {
+	var closed <-chan struct{}
+	if cp, ok := s.d.Prober.(ClosingProber); ok {
+		closed = cp.Closed()
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	woken := false // this probe was started by a close, not by the schedule
 	for {
 		r := s.d.Prober.Probe(ctx)
 		select {
@@ -281,14 +318,91 @@ func (s *Speaker) probeLoop(ctx context.Context, out chan<- ProbeResult) {
 		case <-ctx.Done():
 			return
 		}
-		// A probe slower than the interval is followed at once by the
-		// next: the ticker keeps one tick pending.
+		var at time.Time
 		select {
-		case <-t.C:
+		case at = <-next:
+		case <-ctx.Done():
+			return
+		}
+		if at.IsZero() {
+			at = r.At.Add(s.cfg.Health.Interval)
+		}
+		// A close heard during the probe was the probe's own connection
+		// failing, which its result already says.
+		select {
+		case <-closed:
+		default:
+		}
+		// A close that proved a false alarm (a server that closes idle
+		// connections) is not heeded again before the scheduled probe, so
+		// such a server costs at most one extra probe per interval.
+		wake := closed
+		if woken && r.OK {
+			wake = nil
+		}
+		timer.Reset(max(at.Sub(s.d.Now()), 0))
+		select {
+		case <-timer.C:
+			woken = false
+		case <-wake:
+			woken = true
+			timer.Stop() // since Go 1.23 no stale tick can follow
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// checkLoopback finds the VIPs that should be on the loopback but are not
+// (only, or all of them if only is the zero Prefix), puts them back at once,
+// and tells the machine, which withdraws if that failed. After a failure it
+// retries adding them instead.
+func (s *Speaker) checkLoopback(m *Machine, only netip.Prefix) *Transition {
+	log := s.d.Log
+	if m.LoopbackFailed() {
+		if only.IsValid() {
+			return nil // the periodic retry is due soon enough
+		}
+		for _, v := range s.vips {
+			if err := s.d.Addresses.Add(v); err != nil {
+				log.Debug("loopback still failing", "vip", v, "err", err)
+				return nil
+			}
+			s.onLo[v] = true
+		}
+		log.Info("VIPs back on the loopback", "vip", s.vips)
+		return m.LoopbackRestored(s.d.Now())
+	}
+	var held []netip.Prefix
+	for _, v := range s.vips {
+		// Our own removals (onLo false) are reported by the watch too.
+		if s.onLo[v] && (!only.IsValid() || only == v) {
+			held = append(held, v)
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	missing, err := s.d.Addresses.Missing(held)
+	if err != nil {
+		log.Warn("checking the VIPs on the loopback", "err", err)
+		return nil
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, v := range missing {
+		s.onLo[v] = false
+		if err := s.d.Addresses.Add(v); err != nil {
+			log.Error("VIP removed from the loopback behind vipcast's back, and putting it back failed: withdrawing", "vip", v, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		s.onLo[v] = true
+		log.Warn("VIP removed from the loopback behind vipcast's back: put it back", "vip", v)
+	}
+	return m.LoopbackMissing(missing, errors.Join(errs...), s.d.Now())
 }
 
 // reconcile makes the RIB and lo match the machine. A failed step leaves
@@ -402,6 +516,8 @@ func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {
 		for _, d := range m.Decisions() {
 			msg := "VIP not announced"
 			switch {
+			case len(tr.Loopback) > 0 && tr.From == tr.To:
+				msg = "VIP put back on the loopback"
 			case tr.To == ReasonGracefulShutdown:
 				msg = "VIP announced with GRACEFUL_SHUTDOWN, withdraw follows"
 			case tr.Announce && tr.From == ReasonGracefulShutdown:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,6 +34,7 @@ type memAddrs struct {
 	router  *peers.Fake
 	errs    []string
 	cleanup int
+	addErr  error // Add fails with it, if set
 }
 
 func newMemAddrs(r *peers.Fake, stale ...netip.Prefix) *memAddrs {
@@ -46,6 +48,9 @@ func newMemAddrs(r *peers.Fake, stale ...netip.Prefix) *memAddrs {
 func (m *memAddrs) Add(v netip.Prefix) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.addErr != nil {
+		return m.addErr
+	}
 	m.present[v] = true
 	return nil
 }
@@ -71,6 +76,18 @@ func (m *memAddrs) Cleanup(vips []netip.Prefix) error {
 		delete(m.present, v)
 	}
 	return nil
+}
+
+func (m *memAddrs) Missing(vips []netip.Prefix) ([]netip.Prefix, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []netip.Prefix
+	for _, v := range vips {
+		if !m.present[v] {
+			out = append(out, v)
+		}
+	}
+	return out, nil
 }
 
 func (m *memAddrs) has(v netip.Prefix) bool {
@@ -337,4 +354,135 @@ func TestNewRequiresDeps(t *testing.T) {
 	if _, err := New(testConfig(), Deps{}); err == nil {
 		t.Fatal("New with no deps succeeded")
 	}
+}
+
+// closingProber is a switchProber whose connection the test can "close".
+type closingProber struct {
+	switchProber
+	closed chan struct{}
+	probes atomic.Int64
+}
+
+func (p *closingProber) Probe(ctx context.Context) ProbeResult {
+	p.probes.Add(1)
+	return p.switchProber.Probe(ctx)
+}
+func (p *closingProber) Closed() <-chan struct{} { return p.closed }
+
+// TestCrashIsProbedAtOnce: with an hour between scheduled probes, only a
+// close heard on the connection and the fast confirmation of a definite
+// failure can withdraw the VIP within the test's deadline.
+func TestCrashIsProbedAtOnce(t *testing.T) {
+	cfg := testConfig()
+	cfg.Health.Interval = time.Hour
+	cfg.Health.ConfirmInterval = 5 * time.Millisecond
+	cfg.Health.Rise, cfg.Health.Fall = 1, 2
+	p := &closingProber{closed: make(chan struct{}, 1)}
+	p.ok.Store(true)
+	h := startWith(t, cfg, func(d *Deps) { d.Prober = p })
+	h.eventually("announced after the first probe", h.announced)
+	if n := p.probes.Load(); n != 1 {
+		t.Fatalf("%d probes before any close, want 1", n)
+	}
+
+	p.ok.Store(false)
+	p.closed <- struct{}{} // the apiserver died: its connection closed
+	h.eventually("withdrawn: a probe at once, confirmed fast", h.withdrawn)
+	if n := p.probes.Load(); n != 3 {
+		t.Errorf("%d probes, want 3: the first, the one the close started and its confirmation", n)
+	}
+}
+
+// watchingAddrs is a memAddrs that also reports removals, as the netlink
+// watch does.
+type watchingAddrs struct {
+	*memAddrs
+	removed chan netip.Prefix
+}
+
+func (w watchingAddrs) WatchRemovals(ctx context.Context, removed chan<- netip.Prefix) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case p := <-w.removed:
+			select {
+			case removed <- p:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// vanish removes v behind the speaker's back, as `ip addr del` does.
+func (m *memAddrs) vanish(v netip.Prefix) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.present, v)
+}
+
+func (m *memAddrs) failAdd(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.addErr = err
+}
+
+func TestSpeakerPutsBackVIPRemovedFromLo(t *testing.T) {
+	for _, watch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("watch=%v", watch), func(t *testing.T) {
+			removed := make(chan netip.Prefix)
+			h := startWith(t, testConfig(), func(d *Deps) {
+				if watch {
+					d.Addresses = watchingAddrs{d.Addresses.(*memAddrs), removed}
+				}
+			})
+			h.probe.ok.Store(true)
+			h.eventually("announced and healthy", func() bool {
+				return h.announced() && h.sp.Status().Decisions[0].Reason == ReasonHealthy
+			})
+			h.addrs.vanish(vip4)
+			if watch {
+				removed <- vip4
+			} // else: the periodic check (loopbackCheck) finds it
+			h.eventually("VIP back on lo", func() bool { return h.addrs.has(vip4) })
+			h.eventually("the repair in the transitions", func() bool {
+				trs := h.sp.Status().Transitions
+				return len(trs) > 0 && len(trs[len(trs)-1].Loopback) == 1
+			})
+			tr := h.sp.Status().Transitions
+			last := tr[len(tr)-1]
+			if last.From != ReasonHealthy || last.To != ReasonHealthy || !last.Announce || last.Loopback[0] != vip4 || !strings.Contains(last.Detail, "put back") {
+				t.Errorf("last transition %+v, want healthy -> healthy reporting %s put back", last, vip4)
+			}
+			for _, c := range h.router.History() {
+				if strings.HasPrefix(c, "withdraw") {
+					t.Errorf("route withdrawn although the VIP was put back: history %v", h.router.History())
+				}
+			}
+		})
+	}
+}
+
+func TestSpeakerWithdrawsWhenVIPCannotBePutBack(t *testing.T) {
+	removed := make(chan netip.Prefix)
+	h := startWith(t, testConfig(), func(d *Deps) { d.Addresses = watchingAddrs{d.Addresses.(*memAddrs), removed} })
+	h.probe.ok.Store(true)
+	h.eventually("announced", h.announced)
+	h.addrs.failAdd(errors.New("operation not permitted"))
+	h.addrs.vanish(vip6)
+	removed <- vip6
+	h.eventually("withdrawn", h.withdrawn)
+	st := h.sp.Status()
+	if d := st.Decisions[0]; d.Reason != ReasonLoopbackFailed || d.Announce {
+		t.Errorf("decision %+v, want withdrawn with %s", d, ReasonLoopbackFailed)
+	}
+	last := st.Transitions[len(st.Transitions)-1]
+	if last.To != ReasonLoopbackFailed || !strings.Contains(last.Detail, "operation not permitted") || len(last.Loopback) != 1 {
+		t.Errorf("last transition %+v, want one to %s naming the error", last, ReasonLoopbackFailed)
+	}
+	// Once the address can be added again (the periodic retry), the VIPs
+	// go back on lo and are announced again.
+	h.addrs.failAdd(nil)
+	h.eventually("announced again", h.announced)
 }

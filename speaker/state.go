@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"unicode/utf8"
 )
 
 // State is what vipcast keeps across restarts: an operator's drain.
@@ -18,31 +19,73 @@ type State struct {
 	At      time.Time `json:"at,omitzero"`
 }
 
-// ReadState reads the state file; a missing file is the zero State.
+// MaxDrainReason is the longest drain reason in bytes. The reason travels
+// in every status answer and Event and is kept in the state file: a
+// megabyte of it broke `vipcast status` (gRPC's 4 MB message limit) and
+// stayed broken across restarts.
+const MaxDrainReason = 256
+
+// CheckDrainReason says why reason cannot be recorded, or nil.
+func CheckDrainReason(reason string) error {
+	if len(reason) > MaxDrainReason {
+		return fmt.Errorf("reason: %d bytes is longer than %d; shorten it (a ticket number or a few words)", len(reason), MaxDrainReason)
+	}
+	return nil
+}
+
+// truncateReason cuts reason to MaxDrainReason bytes without splitting a
+// UTF-8 sequence.
+func truncateReason(reason string) string {
+	if len(reason) <= MaxDrainReason {
+		return reason
+	}
+	cut := MaxDrainReason
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut]
+}
+
+// ReadState reads the state file; a missing file is the zero State. A
+// reason longer than MaxDrainReason (written by an older vipcast) is
+// truncated; use readState to learn that it was.
 func ReadState(path string) (State, error) {
-	var st State
+	st, _, err := readState(path)
+	return st, err
+}
+
+func readState(path string) (st State, truncated bool, err error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
+		return st, false, nil
 	}
 	if err != nil {
-		return st, fmt.Errorf("read state file: %w", err)
+		if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
+			return st, false, fmt.Errorf("state file %s is a directory; remove it (rmdir) or set api.stateFile to a file path such as %s/state.json", path, path)
+		}
+		return st, false, fmt.Errorf("read state file: %w", err)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("state file %s: %v; fix or delete it (it only records a drain)", path, err)
+		return State{}, false, fmt.Errorf("state file %s: %v; fix or delete it (it only records a drain)", path, err)
 	}
-	return st, nil
+	if r := truncateReason(st.Reason); r != st.Reason {
+		st.Reason, truncated = r, true
+	}
+	return st, truncated, nil
 }
 
 // WriteState replaces the state file atomically: a temporary file in the
 // same directory, synced, then renamed over the old one. The directory is
 // created (0750) if needed.
 func WriteState(path string, st State) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("state file %s is a directory; remove it (rmdir) or set api.stateFile to a file path such as %s/state.json", path, path)
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("state file directory: %w", err)
 	}
-	b, err := json.MarshalIndent(st, "", "  ")
+	b, err := encodeState(st)
 	if err != nil {
 		return err
 	}
@@ -52,7 +95,7 @@ func WriteState(path string, st State) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // a no-op after the rename
-	if _, err := f.Write(append(b, '\n')); err != nil {
+	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return fmt.Errorf("write state file: %w", err)
 	}
@@ -73,6 +116,12 @@ func WriteState(path string, st State) error {
 	return nil
 }
 
+// encodeState is the state file's content.
+func encodeState(st State) ([]byte, error) {
+	b, err := json.MarshalIndent(st, "", "  ")
+	return append(b, '\n'), err
+}
+
 // PersistError says a drain or undrain is in effect but was not written to
 // the state file, so it would not survive a restart.
 type PersistError struct{ Err error }
@@ -91,6 +140,9 @@ func (s *Speaker) SetDrainedReason(ctx context.Context, drained bool, reason str
 	// One change at a time, so the file always matches the last change.
 	s.drainMu.Lock()
 	defer s.drainMu.Unlock()
+	// The API refuses a longer reason; this keeps every other caller
+	// within the bound too.
+	reason = truncateReason(reason)
 	select {
 	case s.drainCh <- drainReq{drained: drained, reason: reason}:
 	case <-ctx.Done():

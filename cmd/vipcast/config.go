@@ -116,7 +116,7 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 	for name, val := range env {
 		key, ok := known[name]
 		if !ok {
-			errs = append(errs, fmt.Errorf("%s: not a vipcast setting; see the README's Configuration section for the VIPCAST_* names", name))
+			errs = append(errs, unknownEnv(name, known))
 			continue
 		}
 		v.Set(key, val)
@@ -126,11 +126,22 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 	}
 
 	settings := v.AllSettings()
+	var failed []string
+	// Weak typing would take a map where a list of objects belongs as a
+	// list of one: "peers: {address: ...}" would silently become one peer.
+	for _, list := range objectLists() {
+		if val, ok := settings[list]; ok {
+			if _, isMap := val.(map[string]any); isMap {
+				errs = append(errs, fmt.Errorf("%s: a map, but it must be a list; start each entry with \"- \", e.g. %s: [{address: 192.0.2.1, asn: 65000}]", list, list))
+				delete(settings, list)
+				failed = append(failed, list+":")
+			}
+		}
+	}
 	// mapstructure stops at the first bad value; drop each one and decode
 	// again so a single run reports all of them.
 	var cfg fileConfig
 	var md mapstructure.Metadata
-	var failed []string
 	for range 64 {
 		cfg, md = defaultConfig(), mapstructure.Metadata{}
 		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
@@ -163,7 +174,9 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 			}
 		}
 	}
-	for _, k := range md.Unused {
+	// Sorted: mapstructure lists them in map order, and the same file must
+	// give the same message.
+	for _, k := range slices.Sorted(slices.Values(md.Unused)) {
 		errs = append(errs, unknownKey(k))
 	}
 	// Fields that failed to decode keep their defaults, so validating the
@@ -230,6 +243,8 @@ func decodeErrors(err error, settings map[string]any) []badValue {
 		val, _ := lookupPath(settings, de.Name())
 		msg := fmt.Sprintf("%s: %#v is not valid (%v); check the type in the README's Configuration section", de.Name(), val, de.Unwrap())
 		switch inner := de.Unwrap().Error(); {
+		case strings.HasPrefix(inner, "out of range"):
+			msg = fmt.Sprintf("%s: %v is %s; write a number in that range", de.Name(), val, inner)
 		case strings.Contains(inner, "duration"):
 			msg = fmt.Sprintf("%s: %#v is not a duration; write it like 200ms, 1s or 1m30s", de.Name(), val)
 		case strings.Contains(inner, "uint") || strings.Contains(inner, "int"):
@@ -261,15 +276,42 @@ func wholeNumbersHook(_, to reflect.Type, data any) (any, error) {
 	default:
 		return data, nil
 	}
+	// Weak typing also truncates to the field's width: an ASN of
+	// 4294967297 would silently become 1.
+	field := reflect.New(to).Elem()
+	tooBig := func() error {
+		if unsigned {
+			return fmt.Errorf("out of range for this field (at most %d)", uint64(1)<<(to.Bits()-1)*2-1)
+		}
+		return fmt.Errorf("out of range for this field (%d to %d)", -(int64(1) << (to.Bits() - 1)), int64(1)<<(to.Bits()-1)-1)
+	}
 	v := reflect.ValueOf(data)
 	switch v.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if unsigned && v.Int() < 0 {
+		n := v.Int()
+		if unsigned && n < 0 {
 			return nil, fmt.Errorf("negative value for a uint field")
 		}
+		if (unsigned && field.OverflowUint(uint64(n))) || (!unsigned && field.OverflowInt(n)) {
+			return nil, tooBig()
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n := v.Uint()
+		if (unsigned && field.OverflowUint(n)) || (!unsigned && (n > math.MaxInt64 || field.OverflowInt(int64(n)))) {
+			return nil, tooBig()
+		}
 	case reflect.Float32, reflect.Float64:
-		if f := v.Float(); f != math.Trunc(f) || (unsigned && f < 0) {
+		f := v.Float()
+		if f != math.Trunc(f) || (unsigned && f < 0) {
 			return nil, fmt.Errorf("fraction or negative value for an int field")
+		}
+		// 2^64 and beyond do not fit any integer field; below that the
+		// conversion is exact for whole numbers.
+		if math.Abs(f) >= 1<<63 && !(unsigned && f < 1<<64) {
+			return nil, tooBig()
+		}
+		if (unsigned && f < 1<<64 && field.OverflowUint(uint64(f))) || (!unsigned && field.OverflowInt(int64(f))) {
+			return nil, tooBig()
 		}
 	}
 	return data, nil
@@ -379,11 +421,53 @@ func deletePath(m map[string]any, path string) bool {
 
 var indexRE = regexp.MustCompile(`\[\d+\]`)
 
+// objectLists are the top-level settings that hold a list of objects.
+func objectLists() []string {
+	var out []string
+	for _, k := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+		if name, _, ok := strings.Cut(k, "[]."); ok && !strings.Contains(name, ".") && !slices.Contains(out, strings.ToLower(name)) {
+			out = append(out, strings.ToLower(name))
+		}
+	}
+	return out
+}
+
+// unknownEnv names the closest VIPCAST_* variable, if one is close.
+func unknownEnv(name string, known map[string]string) error {
+	best, bestD := "", 4
+	for k := range known {
+		if d := levenshtein(name, k); d < bestD || (d == bestD && k < best) {
+			best, bestD = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Errorf("%s: not a vipcast setting; did you mean %s?", name, best)
+	}
+	return fmt.Errorf("%s: not a vipcast setting; see the README's Configuration section for the VIPCAST_* names", name)
+}
+
+// sectionsAndKeys is every setting's key plus every section above one
+// ("health", "peers[].bfd"), so a misspelt section is recognised too.
+func sectionsAndKeys() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, key := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+		for i, c := range key {
+			if c == '.' && !seen[key[:i]] {
+				seen[key[:i]] = true
+				out = append(out, strings.TrimSuffix(key[:i], "[]"))
+			}
+		}
+		out = append(out, key)
+	}
+	return out
+}
+
 func unknownKey(k string) error {
 	norm := indexRE.ReplaceAllString(strings.ToLower(k), "[]")
 	parent, leaf := splitLeaf(norm)
 	best, bestD := "", 4
-	for _, key := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+	for _, key := range sectionsAndKeys() {
 		kp, kl := splitLeaf(strings.ToLower(key))
 		d := levenshtein(norm, strings.ToLower(key))
 		if kl == leaf {

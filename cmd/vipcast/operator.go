@@ -53,6 +53,7 @@ func (o *operator) start(sp *speaker.Speaker) (stop func(), err error) {
 		Version: version, ConfigDigest: configDigest(o.cfg),
 		Rise: o.cfg.Speaker.Health.Rise, Fall: o.cfg.Speaker.Health.Fall, TimeoutFall: o.cfg.Speaker.Health.TimeoutFall, Log: o.log,
 	})
+	o.metrics.Registry().MustRegister(api.Collector())
 	if err := api.Start(); err != nil {
 		stop()
 		return nil, err

@@ -4,10 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"reflect"
-	"syscall"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -27,10 +27,7 @@ const reloadDebounce = 300 * time.Millisecond
 
 // watchReload reloads the configuration on SIGHUP and when the file named
 // by --config changes, until ctx ends. See reloadOnce for what is applied.
-func watchReload(ctx context.Context, fs *pflag.FlagSet, environ []string, running fileConfig, r reconfigurer, node func(context.Context) peers.NodeInfo, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func watchReload(ctx context.Context, hup <-chan os.Signal, fs *pflag.FlagSet, environ []string, running fileConfig, r reconfigurer, node func(context.Context) peers.NodeInfo, log *slog.Logger) {
 
 	var events <-chan fsnotify.Event
 	var errs <-chan error
@@ -90,22 +87,7 @@ func reloadOnce(ctx context.Context, fs *pflag.FlagSet, environ []string, runnin
 		log.Error("configuration reload rejected; the running configuration stays\n" + problems(err))
 		return running
 	}
-	var restart []string
-	for _, s := range []struct {
-		name     string
-		old, new any
-	}{
-		{"vips, loopback, health, damping, shutdown", running.Speaker, next.Speaker},
-		{"policy", running.Policy, next.Policy},
-		{"api", running.API, next.API},
-		{"metrics", running.Metrics, next.Metrics},
-		{"bgp", running.Peering.BGP, next.Peering.BGP},
-	} {
-		if !reflect.DeepEqual(s.old, s.new) {
-			restart = append(restart, s.name)
-		}
-	}
-	if len(restart) > 0 {
+	if restart := restartChanges(running, next); len(restart) > 0 {
 		log.Warn("configuration reload: these sections changed but need a restart to take effect; they keep their running values", "sections", restart)
 	}
 	if reflect.DeepEqual(running.Peering.Peers, next.Peering.Peers) {
@@ -123,4 +105,31 @@ func reloadOnce(ctx context.Context, fs *pflag.FlagSet, environ []string, runnin
 	log.Info("configuration reload: peers applied", "peers", len(want.Peers))
 	running.Peering.Peers = next.Peering.Peers
 	return running
+}
+
+// liveSections are applied by a reload; every other section needs a
+// restart.
+var liveSections = []string{"peers"}
+
+// restartChanges names the restart-only settings that differ between a and
+// b, by their top-level key. The list comes from fileConfig itself, so a
+// new section is never silently left out.
+func restartChanges(a, b fileConfig) []string {
+	var out []string
+	var walk func(a, b reflect.Value)
+	walk = func(a, b reflect.Value) {
+		t := a.Type()
+		for i := range t.NumField() {
+			tag, opts, _ := strings.Cut(t.Field(i).Tag.Get("mapstructure"), ",")
+			switch {
+			case opts == "squash":
+				walk(a.Field(i), b.Field(i))
+			case slices.Contains(liveSections, tag):
+			case !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()):
+				out = append(out, tag)
+			}
+		}
+	}
+	walk(reflect.ValueOf(a), reflect.ValueOf(b))
+	return out
 }

@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/pflag"
 
 	"github.com/vipcast/vipcast/peers"
@@ -144,7 +146,7 @@ func TestWatchReloadConfigMapSwap(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		watchReload(ctx, fs, nil, running, r, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		watchReload(ctx, nil, fs, nil, running, r, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 
@@ -167,5 +169,45 @@ func TestWatchReloadConfigMapSwap(t *testing.T) {
 		if len(got.Peers) != n {
 			t.Errorf("swap to %d peers: reloaded with %d", n, len(got.Peers))
 		}
+	}
+}
+
+// A reload names only the restart-only sections that changed, and knows
+// every section of the configuration (node and kubernetes were missed).
+func TestRestartChanges(t *testing.T) {
+	base := defaultConfig()
+	tests := []struct {
+		name   string
+		change func(*fileConfig)
+		want   []string
+	}{
+		{"nothing", func(*fileConfig) {}, nil},
+		{"health.interval only", func(c *fileConfig) { c.Speaker.Health.Interval *= 2 }, []string{"health"}},
+		{"peers are live", func(c *fileConfig) { c.Peering.Peers = []peers.Peer{{ASN: 65000}} }, nil},
+		{"bgp", func(c *fileConfig) { c.Peering.BGP.ASN = 64512 }, []string{"bgp"}},
+		{"vips and damping", func(c *fileConfig) { c.Speaker.VIPs = []string{"203.0.113.9/32"}; c.Speaker.Damping.Reuse = 0.5 }, []string{"vips", "damping"}},
+		{"node", func(c *fileConfig) { c.Node.Name = "other" }, []string{"node"}},
+		{"kubernetes", func(c *fileConfig) { c.Kubernetes.Events = !c.Kubernetes.Events }, []string{"kubernetes"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			next := defaultConfig()
+			tt.change(&next)
+			if diff := cmp.Diff(tt.want, restartChanges(base, next)); diff != "" {
+				t.Errorf("restart sections (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// Every top-level key is either live or reported.
+	seen := map[string]bool{}
+	for _, k := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+		top, _, _ := strings.Cut(k, ".")
+		seen[strings.TrimSuffix(top, "[]")] = true
+	}
+	for _, s := range liveSections {
+		delete(seen, s)
+	}
+	if len(seen) < 9 {
+		t.Errorf("only %d restart-only sections found: %v", len(seen), seen)
 	}
 }

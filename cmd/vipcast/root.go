@@ -26,11 +26,16 @@ func execute(args, environ []string, stdout, stderr io.Writer) int {
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			if cmd.Name() != "run" {
+				releaseSignals()
+			}
+		},
 	}
 	root.PersistentFlags().String("log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "text", "text or json")
 	root.AddCommand(newRunCmd(environ), newValidateCmd(environ), newManifestCmd())
-	root.AddCommand(operatorCmds()...)
+	root.AddCommand(operatorCmds(environ)...)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -19,14 +19,28 @@ func newRunCmd(environ []string) *cobra.Command {
 		Short: "Run the speaker: probe the local apiserver and advertise the VIPs while it is healthy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.Flags(), environ)
-			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), problems(err))
-				return exitError{code: 2}
-			}
+			// Signals are caught from here on (from main's first line when
+			// run as the program); they are acted on once the speaker runs.
+			sigs := takeSignals()
+			defer signal.Stop(sigs)
 			log, err := newLogger(cmd, cmd.ErrOrStderr())
 			if err != nil {
 				return err
+			}
+			// The lock first, then the stale VIPs, then what can fail.
+			lock, err := lockNode(cmd, log)
+			if err != nil {
+				return err
+			}
+			defer lock.Close()
+			cfg, err := loadConfig(cmd.Flags(), environ)
+			removeStaleVIPs(cfg, log)
+			if err == nil {
+				err = preflight(cfg, resolveRouterID)
+			}
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), problems(err))
+				return exitError{code: 2}
 			}
 			attrs, _ := cfg.Policy.Attributes() // validated above
 			vips := cfg.Speaker.Prefixes()
@@ -68,20 +82,18 @@ func newRunCmd(environ []string) *cobra.Command {
 			// Second: cancel the context, which skips the drain.
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			go watchReload(ctx, cmd.Flags(), environ, cfg, router, kapi.nodeInfo, log)
-			sigs := make(chan os.Signal, 2)
-			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-			defer signal.Stop(sigs)
+			hup, stop := splitSignals(ctx, sigs)
+			go watchReload(ctx, hup, cmd.Flags(), environ, cfg, router, kapi.nodeInfo, log)
 			go func() {
 				select {
-				case s := <-sigs:
+				case s := <-stop:
 					log.Info("signal received: graceful shutdown", "signal", s.String())
 					sp.Shutdown()
 				case <-ctx.Done():
 					return
 				}
 				select {
-				case s := <-sigs:
+				case s := <-stop:
 					log.Warn("second signal: exiting at once", "signal", s.String())
 					cancel()
 				case <-ctx.Done():
@@ -93,4 +105,29 @@ func newRunCmd(environ []string) *cobra.Command {
 	}
 	addConfigFlags(cmd.Flags())
 	return cmd
+}
+
+// splitSignals sorts sigs into reloads (SIGHUP) and stops (SIGTERM,
+// SIGINT) until ctx ends. Repeated reloads merge into one; stops keep the
+// first two (graceful, then at once).
+func splitSignals(ctx context.Context, sigs <-chan os.Signal) (hup, stop <-chan os.Signal) {
+	h, st := make(chan os.Signal, 1), make(chan os.Signal, 2)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-sigs:
+				c := st
+				if s == syscall.SIGHUP {
+					c = h
+				}
+				select {
+				case c <- s:
+				default:
+				}
+			}
+		}
+	}()
+	return h, st
 }

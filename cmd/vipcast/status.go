@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -18,18 +19,60 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vipcast/vipcast/speaker"
 	apiv1 "github.com/vipcast/vipcast/speaker/api/v1"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 )
 
 // operatorCmds talk to a running vipcast over its API.
-func operatorCmds() []*cobra.Command {
-	return []*cobra.Command{newStatusCmd(), newWatchCmd(), newDrainCmd(true), newDrainCmd(false)}
+func operatorCmds(environ []string) []*cobra.Command {
+	cmds := []*cobra.Command{newStatusCmd(), newWatchCmd(), newDrainCmd(true), newDrainCmd(false)}
+	for _, c := range cmds {
+		c.PreRunE = func(cmd *cobra.Command, _ []string) error { return resolveSocket(cmd, environ) }
+	}
+	return cmds
+}
+
+// resolveSocket sets --socket, when not given, from VIPCAST_API_SOCKET or
+// else from api.socket in the file named by --config: the same precedence
+// as run's (flag > environment > file > default), so a speaker with a
+// non-default socket is found without repeating it.
+func resolveSocket(cmd *cobra.Command, environ []string) error {
+	fs := cmd.Flags()
+	if fs.Changed("socket") {
+		return nil
+	}
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, envPrefix+"_API_SOCKET="); ok {
+			return fs.Set("socket", v)
+		}
+	}
+	path, _ := fs.GetString("config")
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w; pass vipcast's readable configuration file, or --socket", err)
+	}
+	var f struct {
+		API struct {
+			Socket *string `yaml:"socket"`
+		} `yaml:"api"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("--config %s: %w; fix the YAML syntax, or pass --socket", path, err)
+	}
+	if f.API.Socket != nil {
+		return fs.Set("socket", *f.API.Socket)
+	}
+	return nil
 }
 
 func addClientFlags(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.String("socket", apiserver.DefaultSocket, "vipcast's API socket")
+	fs.StringP("config", "c", "", "vipcast's configuration file, to take api.socket from")
+	fs.String("socket", apiserver.DefaultSocket, "vipcast's API socket (default: VIPCAST_API_SOCKET, else api.socket from --config, else this)")
 	fs.String("addr", "", "host:port of vipcast's TCP API (mutual TLS) instead of the socket")
 	fs.String("ca", "", "with --addr: CA bundle that signed the server's certificate")
 	fs.String("cert", "", "with --addr: client certificate")
@@ -338,6 +381,9 @@ func newDrainCmd(drain bool) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			reason, _ := cmd.Flags().GetString("reason")
+			if err := speaker.CheckDrainReason(reason); err != nil {
+				return fmt.Errorf("--%w", err)
+			}
 			client, closeConn, err := dial(cmd)
 			if err != nil {
 				return err
@@ -346,26 +392,38 @@ func newDrainCmd(drain bool) *cobra.Command {
 			ctx, cancel := callCtx(cmd)
 			defer cancel()
 			var warning string
+			var persisted bool
 			if drain {
 				r, err := client.Drain(ctx, &apiv1.DrainRequest{Reason: reason})
 				if err != nil {
 					return rpcError(err, cmd)
 				}
-				warning = r.GetWarning()
+				warning, persisted = r.GetWarning(), r.GetPersisted()
 			} else {
 				r, err := client.Undrain(ctx, &apiv1.UndrainRequest{Reason: reason})
 				if err != nil {
 					return rpcError(err, cmd)
 				}
-				warning = r.GetWarning()
+				warning, persisted = r.GetWarning(), r.GetPersisted()
 			}
-			if warning != "" {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", warning)
-			}
+			out := cmd.OutOrStdout()
 			if drain {
-				fmt.Fprintln(cmd.OutOrStdout(), "drained: the VIPs are withdrawn until vipcast undrain")
+				fmt.Fprintln(out, drainedMessage(ctx, client))
 			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), "undrained: the VIPs are announced again while the apiserver is healthy")
+				fmt.Fprintln(out, "undrained: the VIPs are announced again while the apiserver is healthy")
+			}
+			switch {
+			case persisted:
+			case warning == apiserver.StateFileDisabled:
+				// Chosen by the configuration: nothing failed.
+				fmt.Fprintln(out, "note: api.stateFile is \"\", so this lasts until vipcast restarts")
+			default:
+				if warning == "" {
+					warning = "the server did not say why"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "vipcast: %s is in effect now, but it was NOT saved to the state file: %s\n"+
+					"a restart of vipcast would undo it; fix the state file (vipcast's log names the problem) and run vipcast %s again\n", use, warning, use)
+				return exitError{code: exitNotPersisted}
 			}
 			return nil
 		},
@@ -373,4 +431,56 @@ func newDrainCmd(drain bool) *cobra.Command {
 	addClientFlags(cmd)
 	cmd.Flags().String("reason", "", "why, recorded in the status, the logs and the Node's events")
 	return cmd
+}
+
+// exitNotPersisted is the exit code of drain and undrain when the change is
+// in effect but not saved (the README's command table documents it).
+const exitNotPersisted = 3
+
+// drainedMessage says what a drain does right now: with RFC 8326 graceful
+// shutdown the VIPs are still advertised (with GRACEFUL_SHUTDOWN) for
+// policy.gracefulShutdown.wait before they are withdrawn.
+func drainedMessage(ctx context.Context, client apiv1.VipcastServiceClient) string {
+	const after = "; they stay withdrawn until vipcast undrain"
+	// The speaker's loop applies the drain just after the call returns:
+	// wait (briefly) until the status shows it.
+	var st *apiv1.GetStatusResponse
+	for range 20 {
+		var err error
+		if st, err = client.GetStatus(ctx, &apiv1.GetStatusRequest{}); err != nil {
+			return "drained: the VIPs are being withdrawn" + after
+		}
+		if drainApplied(st) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	withdrawing := false
+	for _, v := range st.GetVips() {
+		if !v.GetAdvertised() {
+			continue
+		}
+		if v.GetReason() == string(speaker.ReasonGracefulShutdown) {
+			return "drained: the VIPs are advertised with GRACEFUL_SHUTDOWN (65535:0) so routers move traffic away, then withdrawn" + after + " (vipcast status shows the progress)"
+		}
+		withdrawing = true
+	}
+	if withdrawing {
+		return "drained: the VIPs are being withdrawn" + after
+	}
+	return "drained: the VIPs are withdrawn" + after
+}
+
+// drainApplied: every advertised VIP shows the drain (or its graceful
+// shutdown).
+func drainApplied(st *apiv1.GetStatusResponse) bool {
+	for _, v := range st.GetVips() {
+		if r := v.GetReason(); v.GetAdvertised() && r != string(speaker.ReasonDrained) && r != string(speaker.ReasonGracefulShutdown) {
+			return false
+		}
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/policy"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 	"github.com/vipcast/vipcast/speaker/apiserver/apitest"
 )
@@ -107,6 +109,10 @@ func TestCLIErrors(t *testing.T) {
 	if code, _, errOut = run("status", "--socket", missing, "-o", "xml"); code != 1 || !strings.Contains(errOut, "use table, json or yaml") {
 		t.Errorf("bad -o: exit %d, %q", code, errOut)
 	}
+	// Refused before any connection: the socket does not exist.
+	if code, _, errOut = run("drain", "--socket", missing, "--reason", strings.Repeat("x", 300)); code != 1 || !strings.Contains(errOut, "--reason: 300 bytes is longer than 256; shorten it") {
+		t.Errorf("long --reason: exit %d, %q", code, errOut)
+	}
 }
 
 func TestCLIVersionMismatchWarns(t *testing.T) {
@@ -143,5 +149,82 @@ func TestConfigDigest(t *testing.T) {
 	da, db := configDigest(a), configDigest(b)
 	if !strings.HasPrefix(da, "sha256:") || len(da) != len("sha256:")+64 || da != configDigest(a) || da == db {
 		t.Errorf("digests %s %s", da, db)
+	}
+}
+
+// A drain or undrain that is in effect but not saved exits 3 and says so;
+// with api.stateFile "" (no persistence, chosen) it exits 0 with a note.
+func TestCLIDrainNotPersisted(t *testing.T) {
+	dir := apitest.Dir(t)
+	env := apitest.Start(t, apitest.Options{Version: version, Healthy: true, API: apiserver.Config{
+		Socket: filepath.Join(dir, "a.sock"), StateFile: filepath.Join(dir, "lib", "state.json"),
+	}})
+	// A file where the state directory should be: the save fails.
+	if err := os.WriteFile(filepath.Join(dir, "lib"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"drain", "undrain"} {
+		code, out, errOut := run(verb, "--socket", env.Config.Socket, "--reason", "disk swap")
+		if code != exitNotPersisted || !strings.Contains(errOut, verb+" is in effect now, but it was NOT saved to the state file") || !strings.Contains(errOut, "a restart of vipcast would undo it") {
+			t.Errorf("%s with an unwritable state file: exit %d\n%s%s", verb, code, out, errOut)
+		}
+		if got := env.Speaker.Status().Drained; got != (verb == "drain") {
+			t.Errorf("after %s: drained %v; the in-memory effect must stay", verb, got)
+		}
+	}
+
+	env2 := apitest.Start(t, apitest.Options{Version: version, Healthy: true, API: apiserver.Config{Socket: filepath.Join(dir, "b.sock")}})
+	code, out, errOut := run("drain", "--socket", env2.Config.Socket)
+	if code != 0 || errOut != "" || !strings.Contains(out, `note: api.stateFile is "", so this lasts until vipcast restarts`) {
+		t.Errorf("drain with api.stateFile \"\": exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// status and drain find the socket as run does: --socket, then
+// VIPCAST_API_SOCKET, then api.socket in --config, then the default.
+func TestCLISocketFromEnvAndConfig(t *testing.T) {
+	env := apitest.Start(t, apitest.Options{Version: version})
+	sock := env.Config.Socket
+	dir := apitest.Dir(t)
+	wrong := filepath.Join(dir, "wrong.sock")
+	cfgFile := filepath.Join(dir, "vipcast.yaml")
+	if err := os.WriteFile(cfgFile, []byte("vips: [203.0.113.10/32]\napi: {socket: "+sock+"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		environ []string
+		ok      bool
+	}{
+		{"env", []string{"status"}, []string{"VIPCAST_API_SOCKET=" + sock}, true},
+		{"config file", []string{"status", "-c", cfgFile}, nil, true},
+		{"env over file", []string{"status", "-c", cfgFile}, []string{"VIPCAST_API_SOCKET=" + wrong}, false},
+		{"flag over env", []string{"status", "--socket", sock}, []string{"VIPCAST_API_SOCKET=" + wrong}, true},
+		{"drain with the file", []string{"drain", "-c", cfgFile}, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var o, e bytes.Buffer
+			code := execute(tt.args, tt.environ, &o, &e)
+			if tt.ok && code != 0 {
+				t.Errorf("exit %d\n%s%s", code, o.String(), e.String())
+			}
+			if !tt.ok && (code == 0 || !strings.Contains(e.String(), wrong)) {
+				t.Errorf("exit %d, want a failure naming %s\n%s", code, wrong, e.String())
+			}
+		})
+	}
+}
+
+// With graceful shutdown the VIPs stay advertised (with GRACEFUL_SHUTDOWN)
+// for the wait: drain must not claim they are withdrawn.
+func TestCLIDrainGracefulShutdownWording(t *testing.T) {
+	env := apitest.Start(t, apitest.Options{Version: version, Healthy: true,
+		GracefulShutdown: policy.GracefulShutdownConfig{Enabled: true, Wait: time.Hour}})
+	apitest.Eventually(t, "advertised", func() bool { return env.Speaker.Status().Decisions[0].Advertised })
+	code, out, errOut := run("drain", "--socket", env.Config.Socket)
+	if code != 0 || !strings.Contains(out, "advertised with GRACEFUL_SHUTDOWN") || strings.Contains(out, "VIPs are withdrawn") {
+		t.Errorf("drain during graceful shutdown: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -55,6 +55,9 @@ type Config struct {
 	// slow callback delays later notifications but not BFD itself, and
 	// it may call the Manager. Run waits for it to return before exiting.
 	OnStateChange func(StateChange)
+
+	// DampHold overrides DampHold (tests only).
+	DampHold time.Duration
 }
 
 // SessionConfig configures one session. Zero timers mean the defaults
@@ -95,6 +98,8 @@ type StateChange struct {
 	RemoteState State
 	RemoteDiag  Diag
 	At          time.Time
+	// DetectTime is the session's detection time at the change.
+	DetectTime time.Duration
 }
 
 // Failed reports whether the change means the forwarding path is to be
@@ -116,6 +121,7 @@ type SessionCounters struct {
 	StateChanges uint64
 	Up           uint64 // transitions to Up
 	Down         uint64 // transitions from Up to Down/AdminDown
+	Damped       uint64 // failures that started or extended a flap-damping hold
 }
 
 // DropCounters count packets dropped before reaching a session.
@@ -184,6 +190,8 @@ type msession struct {
 	oob      []byte
 	s        *Session
 	counters SessionCounters
+	damp     damper
+	logs     *logLimiter
 }
 
 func (ms *msession) status() SessionStatus {
@@ -384,7 +392,7 @@ func (m *Manager) Add(ctx context.Context, sc SessionConfig) (*Handle, error) {
 	if z := peer.Zone(); z != "" && sc.Interface == "" {
 		sc.Interface = z
 	}
-	ms := &msession{cfg: sc, peer: peer.WithZone("")}
+	ms := &msession{cfg: sc, peer: peer.WithZone(""), logs: newLogLimiter()}
 	if sc.Interface != "" {
 		ifi, err := net.InterfaceByName(sc.Interface)
 		if err != nil {
@@ -580,6 +588,13 @@ func (m *Manager) Run(ctx context.Context) error {
 		now := time.Now()
 		var next time.Time
 		for _, ms := range m.byPeer {
+			if d := ms.damp.deadline(); !d.IsZero() {
+				if !d.After(now) {
+					m.releaseDamped(ms, now)
+				} else if next.IsZero() || d.Before(next) {
+					next = d
+				}
+			}
 			d := ms.s.NextDeadline()
 			if d.IsZero() {
 				continue
@@ -650,13 +665,49 @@ func (m *Manager) report(ms *msession, tr Transition, now time.Time) {
 	if tr.Old == StateUp {
 		lvl = slog.LevelWarn
 	}
-	m.log.Log(context.Background(), lvl, "bfd session state changed", "peer", ms.peer,
+	ms.logs.log(m.log, now, lvl, "bfd session state changed", "peer", ms.peer,
 		"state", tr.New, "old", tr.Old, "diag", tr.Diag, "remote_state", info.RemoteState,
 		"remote_diag", info.RemoteDiag)
-	m.notes.push(StateChange{
+	c := StateChange{
 		Peer: ms.peer, Local: ms.cfg.Local, Multihop: ms.cfg.Multihop,
 		Old: tr.Old, New: tr.New, Diag: tr.Diag,
-		RemoteState: info.RemoteState, RemoteDiag: info.RemoteDiag, At: now,
+		RemoteState: info.RemoteState, RemoteDiag: info.RemoteDiag, At: now, DetectTime: info.DetectTime,
+	}
+	wasDamped := ms.damp.damped(now)
+	if c.Failed() && ms.damp.failure(now, m.cfg.DampHold) {
+		ms.counters.Damped++
+		if !wasDamped { // once per hold, whatever the state-change budget
+			m.log.Warn("bfd session flapping: holding its Up from BGP", "peer", ms.peer,
+				"flaps", len(ms.damp.flaps), "window", DampWindow, "until", ms.damp.until.Format(time.RFC3339Nano))
+		}
+	}
+	switch d := &ms.damp; {
+	case d.heldUp:
+		// The clients never saw this Up: its end is no news to them.
+		if tr.Old == StateUp {
+			d.heldUp = false
+		}
+		return
+	case tr.New == StateUp && d.damped(now):
+		d.heldUp, d.heldFrom = true, tr.Old
+		return
+	}
+	m.notes.push(c)
+}
+
+// releaseDamped ends a hold that kept an Up from the clients, and tells
+// them about it if the session is still Up.
+func (m *Manager) releaseDamped(ms *msession, now time.Time) {
+	ms.damp.heldUp = false
+	if ms.s.State() != StateUp {
+		return
+	}
+	info := ms.s.Info()
+	m.log.Info("bfd session stable again: releasing its Up to BGP", "peer", ms.peer)
+	m.notes.push(StateChange{
+		Peer: ms.peer, Local: ms.cfg.Local, Multihop: ms.cfg.Multihop,
+		Old: ms.damp.heldFrom, New: StateUp, Diag: info.LocalDiag,
+		RemoteState: info.RemoteState, RemoteDiag: info.RemoteDiag, At: now, DetectTime: info.DetectTime,
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"testing"
+	"time"
 )
 
 func validPacket() Packet {
@@ -121,6 +122,47 @@ func FuzzDecode(f *testing.F) {
 		p1.Length = HeaderLen // the only field encode normalizes
 		if p1 != p2 {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", p2, p1)
+		}
+	})
+}
+
+// FuzzSessionReceive feeds a session a sequence of packets cut from the
+// input (HeaderLen bytes each, 10 ms apart, the valid ones only, as the
+// Manager does) and checks the bounds a hostile peer must not break: the
+// detection time, the transmit interval and the next deadline.
+func FuzzSessionReceive(f *testing.F) {
+	hostile := validPacket()
+	hostile.DesiredMinTxInterval, hostile.RequiredMinRxInterval, hostile.DetectMult = 0xffffffff, 0xffffffff, 255
+	var flaps []byte
+	for _, st := range []State{StateDown, StateInit, StateDown, StateInit, StateUp, StateAdminDown} {
+		p := validPacket()
+		p.State, p.YourDiscriminator = st, 1
+		flaps = p.AppendEncode(flaps)
+	}
+	f.Add(hostile.AppendEncode(nil))
+	f.Add(flaps)
+	f.Add(append(flaps, hostile.AppendEncode(nil)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		now := time.Unix(1000, 0)
+		s := NewSession(1, Timers{DesiredMinTx: 50 * time.Millisecond, RequiredMinRx: 50 * time.Millisecond, DetectMult: 3}, now, fixedRand(0.5))
+		var out []Packet
+		for ; len(b) >= HeaderLen; b = b[HeaderLen:] {
+			now = now.Add(10 * time.Millisecond)
+			var p Packet
+			if p.Decode(b[:HeaderLen]) == nil {
+				s.Receive(&p, now)
+			}
+			out, _ = s.Tick(now, out[:0])
+			info := s.Info()
+			if info.DetectTime > MaxDetectTime {
+				t.Fatalf("detection time %v > %v", info.DetectTime, MaxDetectTime)
+			}
+			if info.TxInterval > max(MaxRemoteInterval, SlowTxInterval) {
+				t.Fatalf("transmit interval %v", info.TxInterval)
+			}
+			if d := s.NextDeadline(); !d.IsZero() && d.Sub(now) > MaxDetectTime {
+				t.Fatalf("next deadline in %v", d.Sub(now))
+			}
 		}
 	})
 }

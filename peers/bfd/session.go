@@ -18,6 +18,18 @@ const (
 	DefaultDetectMult    = 3
 )
 
+// A peer's timers are taken as they come only up to these bounds. RFC 5880
+// lets a peer ask for intervals up to 71 minutes and a multiplier of 255,
+// which made a crafted packet set a 121-hour detection time: a peer that
+// then goes silent would be believed Up for days. Above MaxRemoteInterval
+// the peer's interval counts as MaxRemoteInterval, and the detection time
+// never exceeds MaxDetectTime: a peer that really sends that slowly is
+// declared down, which is the safe side for a route.
+const (
+	MaxRemoteInterval = 10 * time.Second
+	MaxDetectTime     = 30 * time.Second
+)
+
 // Timers are the locally configured BFD parameters.
 type Timers struct {
 	DesiredMinTx  time.Duration // bfd.DesiredMinTxInterval once Up
@@ -183,7 +195,7 @@ func (s *Session) detectTime() time.Duration {
 	if s.remoteDetectMult == 0 {
 		return 0
 	}
-	return time.Duration(s.remoteDetectMult) * max(s.useRx, s.remoteDesiredTx)
+	return min(time.Duration(s.remoteDetectMult)*max(s.useRx, s.remoteDesiredTx), MaxDetectTime)
 }
 
 // jitter applies 6.8.7: the interval is reduced by a random 0-25%, or
@@ -269,8 +281,8 @@ func (s *Session) Receive(p *Packet, now time.Time) Transition {
 	s.remoteDiscr = p.MyDiscriminator
 	s.remoteState = p.State
 	s.remoteDiag = p.Diag
-	s.remoteMinRx = time.Duration(p.RequiredMinRxInterval) * time.Microsecond
-	s.remoteDesiredTx = time.Duration(p.DesiredMinTxInterval) * time.Microsecond
+	s.remoteMinRx = min(time.Duration(p.RequiredMinRxInterval)*time.Microsecond, MaxRemoteInterval)
+	s.remoteDesiredTx = min(time.Duration(p.DesiredMinTxInterval)*time.Microsecond, MaxRemoteInterval)
 	s.remoteDetectMult = p.DetectMult
 	if p.Final && s.pollActive {
 		// 6.5: the Final bit terminates the Poll Sequence; the new

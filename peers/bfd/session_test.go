@@ -541,3 +541,30 @@ func TestSessionNoAllocSteadyState(t *testing.T) {
 		t.Fatalf("Receive+Tick allocate %v times", allocs)
 	}
 }
+
+// TestSessionBoundsRemoteTimers: a peer's advertised timers, however large,
+// cannot stretch the detection time past MaxDetectTime nor our transmit
+// interval past MaxRemoteInterval (issue: a crafted packet gave 121 h).
+func TestSessionBoundsRemoteTimers(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		tx, rx             uint32 // microseconds
+		mult               uint8
+		wantDetect, wantTx time.Duration
+	}{
+		{"maximum", 0xffffffff, 0xffffffff, 255, MaxDetectTime, MaxRemoteInterval},
+		{"slow but bounded", 20_000_000, 20_000_000, 2, 2 * MaxRemoteInterval, MaxRemoteInterval},
+		{"ordinary", 300_000, 300_000, 3, 900 * time.Millisecond, time.Second}, // 1 s: not Up yet
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Unix(1000, 0)
+			s := NewSession(1, fast(), now, fixedRand(0))
+			s.Receive(&Packet{State: StateDown, MyDiscriminator: 7, DetectMult: tc.mult,
+				DesiredMinTxInterval: tc.tx, RequiredMinRxInterval: tc.rx}, now)
+			info := s.Info()
+			if info.DetectTime != tc.wantDetect || info.TxInterval != tc.wantTx {
+				t.Errorf("detect time %v, tx interval %v; want %v, %v", info.DetectTime, info.TxInterval, tc.wantDetect, tc.wantTx)
+			}
+		})
+	}
+}

@@ -62,6 +62,8 @@ func (c Config) Validate() error {
 	}
 	if c.StateFile != "" && !filepath.IsAbs(c.StateFile) {
 		add("api.stateFile: %q is not an absolute path; use e.g. %s, or \"\" to keep drains in memory only", c.StateFile, DefaultStateFile)
+	} else if fi, err := os.Stat(c.StateFile); c.StateFile != "" && err == nil && fi.IsDir() {
+		add("api.stateFile: %q is a directory; remove it (rmdir) or set api.stateFile to a file path such as %s", c.StateFile, filepath.Join(c.StateFile, "state.json"))
 	}
 	if c.HealthListen != "" {
 		if _, _, err := net.SplitHostPort(c.HealthListen); err != nil {

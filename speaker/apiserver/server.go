@@ -39,14 +39,18 @@ type Options struct {
 	// Rise, Fall and TimeoutFall are the health thresholds, for status.
 	Rise, Fall, TimeoutFall int
 	Log                     *slog.Logger
+	// Limits bound connections and streams; zero fields take DefaultLimits.
+	Limits Limits
 }
 
 // Server owns the listeners and their gRPC servers.
 type Server struct {
-	cfg    Config
-	sp     *speaker.Speaker
-	opt    Options
-	health *health.Server
+	cfg      Config
+	sp       *speaker.Speaker
+	opt      Options
+	health   *health.Server
+	limits   Limits
+	counters *counters
 
 	mu        sync.Mutex
 	servers   []*grpc.Server
@@ -66,7 +70,8 @@ func New(cfg Config, sp *speaker.Speaker, opt Options) *Server {
 	// NOT_SERVING until the speaker's loop runs.
 	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	h.SetServingStatus(apiv1.VipcastService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	return &Server{cfg: cfg, sp: sp, opt: opt, health: h, addrs: map[string]net.Addr{}, stopWatch: make(chan struct{})}
+	return &Server{cfg: cfg, sp: sp, opt: opt, health: h, limits: opt.Limits.withDefaults(), counters: newCounters(),
+		addrs: map[string]net.Addr{}, stopWatch: make(chan struct{})}
 }
 
 // Addr returns the bound address of a listener ("socket", "tcp", "health"),
@@ -111,8 +116,10 @@ func (s *Server) Start() (err error) {
 		if err != nil {
 			return fmt.Errorf("api.healthListen: %w", err)
 		}
-		g := grpc.NewServer()
-		healthpb.RegisterHealthServer(g, s.health)
+		// grpc.health.v1 only: the kubelet's probe needs nothing else, and
+		// this listener is reachable from the network without credentials.
+		g := grpc.NewServer(s.limits.serverOptions()...)
+		healthpb.RegisterHealthServer(g, healthService{s.health, s})
 		s.serve("health", ln, g)
 	}
 	s.wg.Add(1)
@@ -143,14 +150,18 @@ func (s *Server) setHealth(st healthpb.HealthCheckResponse_ServingStatus) {
 }
 
 func (s *Server) apiServer(readOnly bool, readOnlyKey string, opts ...grpc.ServerOption) *grpc.Server {
-	g := grpc.NewServer(opts...)
+	g := grpc.NewServer(append(s.limits.serverOptions(), opts...)...)
 	apiv1.RegisterVipcastServiceServer(g, &service{s: s, readOnly: readOnly, readOnlyKey: readOnlyKey})
-	healthpb.RegisterHealthServer(g, s.health)
+	healthpb.RegisterHealthServer(g, healthService{s.health, s})
 	reflection.Register(g)
 	return g
 }
 
 func (s *Server) serve(name string, ln net.Listener, g *grpc.Server) {
+	ln = newLimitListener(ln, name, s.limits, s.counters, s.opt.Log)
+	s.counters.mu.Lock()
+	s.counters.conns[name] = 0
+	s.counters.mu.Unlock()
 	s.mu.Lock()
 	s.servers = append(s.servers, g)
 	s.addrs[name] = ln.Addr()
@@ -287,6 +298,11 @@ func (v *service) GetStatus(context.Context, *apiv1.GetStatusRequest) (*apiv1.Ge
 }
 
 func (v *service) WatchStatus(_ *apiv1.WatchStatusRequest, stream grpc.ServerStreamingServer[apiv1.WatchStatusResponse]) error {
+	if err := acquireWatch(&v.s.counters.watches, v.s.limits.MaxWatches, "WatchStatus"); err != nil {
+		v.s.rejectWatch(stream.Context(), "watch")
+		return err
+	}
+	defer v.s.counters.watches.Add(-1)
 	sub := v.s.sp.Subscribe(stream.Context())
 	// Headers now tell the client it is subscribed: every later transition
 	// reaches it (stream.Header() returns once this arrives).
@@ -323,6 +339,11 @@ func (v *service) Undrain(ctx context.Context, req *apiv1.UndrainRequest) (*apiv
 	return &apiv1.UndrainResponse{Persisted: p, Warning: w}, nil
 }
 
+// StateFileDisabled is the warning of a Drain or Undrain answered with
+// persisted false because api.stateFile is "" on purpose, as opposed to a
+// state file that could not be written. Clients match it exactly.
+const StateFileDisabled = "api.stateFile is empty: this will not survive a restart of vipcast"
+
 func (v *service) setDrained(ctx context.Context, drained bool, reason string) (persisted bool, warning string, err error) {
 	verb := "undrain"
 	if drained {
@@ -330,6 +351,9 @@ func (v *service) setDrained(ctx context.Context, drained bool, reason string) (
 	}
 	if v.readOnly {
 		return false, "", status.Errorf(codes.PermissionDenied, "this listener is read-only (%s: true): %s refused; use a listener without readOnly (e.g. the unix socket)", v.readOnlyKey, verb)
+	}
+	if err := speaker.CheckDrainReason(reason); err != nil {
+		return false, "", status.Errorf(codes.InvalidArgument, "%s refused: %v", verb, err)
 	}
 	v.s.opt.Log.Info("operator request", "action", verb, "reason", reason, "client", clientName(ctx))
 	err = v.s.sp.SetDrainedReason(ctx, drained, reason)
@@ -344,7 +368,7 @@ func (v *service) setDrained(ctx context.Context, drained bool, reason string) (
 		return false, "", status.Errorf(codes.Unavailable, "%s: %v", verb, err)
 	}
 	if v.s.cfg.StateFile == "" {
-		return false, "api.stateFile is empty: this will not survive a restart of vipcast", nil
+		return false, StateFileDisabled, nil
 	}
 	return true, "", nil
 }

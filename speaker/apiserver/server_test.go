@@ -35,7 +35,7 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func dialSocket(t *testing.T, e *apitest.Env) apiv1.VipcastServiceClient {
+func dialSocket(t testing.TB, e *apitest.Env) apiv1.VipcastServiceClient {
 	t.Helper()
 	conn, c, err := apiserver.Dial(apiserver.ClientConfig{Socket: e.Config.Socket})
 	if err != nil {
@@ -384,4 +384,26 @@ func clientTLSNoCert(t *testing.T, caFile string) *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+}
+
+// A reason is at most speaker.MaxDrainReason bytes: a 3 MiB one broke
+// every later status call (gRPC's 4 MB limit) and the restart after it.
+func TestDrainReasonTooLong(t *testing.T) {
+	e := apitest.Start(t, apitest.Options{Healthy: true})
+	c := dialSocket(t, e)
+	for _, n := range []int{speaker.MaxDrainReason + 1, 3 << 20} {
+		_, err := c.Drain(ctx(t), &apiv1.DrainRequest{Reason: strings.Repeat("x", n)})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "longer than 256; shorten it") {
+			t.Errorf("drain with a %d-byte reason: %v; want InvalidArgument naming the limit", n, err)
+		}
+	}
+	if st := getStatus(t, c); st.Drained {
+		t.Fatal("drained by a refused request")
+	}
+	if saved, err := speaker.ReadState(e.Config.StateFile); err != nil || saved.Drained {
+		t.Errorf("state file after refused drains: %+v, %v", saved, err)
+	}
+	if _, err := c.Drain(ctx(t), &apiv1.DrainRequest{Reason: strings.Repeat("x", speaker.MaxDrainReason)}); err != nil {
+		t.Errorf("drain with a reason at the limit: %v", err)
+	}
 }

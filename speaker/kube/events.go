@@ -31,6 +31,8 @@ const (
 	ReasonShutdown   = "VIPShutdown"           // Normal: vipcast is stopping and withdrew
 	ReasonGraceful   = "VIPGracefulShutdown"   // Normal: still announced, with GRACEFUL_SHUTDOWN, before a drain or shutdown withdraws
 	ReasonNotReady   = "VIPNotAnnounced"       // Normal: withdrawn for another reason (e.g. back to starting)
+	ReasonLoRestored = "VIPRestoredOnLoopback" // Warning: a VIP was removed from the loopback behind vipcast's back; put back, route kept
+	ReasonLoFailed   = "VIPLoopbackFailed"     // Warning: a VIP removed from the loopback could not be put back; withdrawn
 	EventsNamespace  = metav1.NamespaceDefault // where Events about cluster-scoped Nodes go
 	ReportingName    = "vipcast.io/vipcast"
 	EventsQueueDepth = 64
@@ -234,6 +236,10 @@ func (e *Events) write(it item) {
 // Classify maps a transition to the Event's type, reason and action.
 func Classify(tr speaker.Transition) (typ, reason, action string) {
 	switch {
+	case len(tr.Loopback) > 0 && tr.To == speaker.ReasonLoopbackFailed:
+		return corev1.EventTypeWarning, ReasonLoFailed, "Withdraw"
+	case len(tr.Loopback) > 0:
+		return corev1.EventTypeWarning, ReasonLoRestored, "Repair"
 	case tr.To == speaker.ReasonDrained:
 		return corev1.EventTypeNormal, ReasonDrained, "Drain"
 	case tr.To == reasonGracefulShutdown:

@@ -164,20 +164,24 @@ func TestClassify(t *testing.T) {
 		from, to    speaker.Reason
 		announce    bool
 		typ, reason string
+		lo          []netip.Prefix
 	}{
-		{speaker.ReasonStarting, speaker.ReasonNoPeer, true, corev1.EventTypeNormal, ReasonAnnounced},
-		{speaker.ReasonNoPeer, speaker.ReasonHealthy, true, corev1.EventTypeNormal, ReasonAnnounced},
-		{speaker.ReasonHealthy, speaker.ReasonNoPeer, true, corev1.EventTypeWarning, ReasonNoPeer},
-		{speaker.ReasonDrained, speaker.ReasonHealthy, true, corev1.EventTypeNormal, ReasonAnnounced},
-		{speaker.ReasonDrained, speaker.ReasonStarting, false, corev1.EventTypeNormal, ReasonUndrained},
-		{speaker.ReasonDrained, speaker.ReasonUnhealthy, false, corev1.EventTypeNormal, ReasonUndrained},
-		{speaker.ReasonHealthy, speaker.ReasonUnhealthy, false, corev1.EventTypeWarning, ReasonWithdrawn},
-		{speaker.ReasonUnhealthy, speaker.ReasonDamped, false, corev1.EventTypeWarning, ReasonDamped},
-		{speaker.ReasonHealthy, speaker.ReasonDrained, false, corev1.EventTypeNormal, ReasonDrained},
-		{speaker.ReasonHealthy, speaker.ReasonShuttingDown, false, corev1.EventTypeNormal, ReasonShutdown},
+		{speaker.ReasonHealthy, speaker.ReasonHealthy, true, corev1.EventTypeWarning, ReasonLoRestored, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}},
+		{speaker.ReasonHealthy, speaker.ReasonLoopbackFailed, false, corev1.EventTypeWarning, ReasonLoFailed, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}},
+		{speaker.ReasonLoopbackFailed, speaker.ReasonHealthy, true, corev1.EventTypeNormal, ReasonAnnounced, nil},
+		{speaker.ReasonStarting, speaker.ReasonNoPeer, true, corev1.EventTypeNormal, ReasonAnnounced, nil},
+		{speaker.ReasonNoPeer, speaker.ReasonHealthy, true, corev1.EventTypeNormal, ReasonAnnounced, nil},
+		{speaker.ReasonHealthy, speaker.ReasonNoPeer, true, corev1.EventTypeWarning, ReasonNoPeer, nil},
+		{speaker.ReasonDrained, speaker.ReasonHealthy, true, corev1.EventTypeNormal, ReasonAnnounced, nil},
+		{speaker.ReasonDrained, speaker.ReasonStarting, false, corev1.EventTypeNormal, ReasonUndrained, nil},
+		{speaker.ReasonDrained, speaker.ReasonUnhealthy, false, corev1.EventTypeNormal, ReasonUndrained, nil},
+		{speaker.ReasonHealthy, speaker.ReasonUnhealthy, false, corev1.EventTypeWarning, ReasonWithdrawn, nil},
+		{speaker.ReasonUnhealthy, speaker.ReasonDamped, false, corev1.EventTypeWarning, ReasonDamped, nil},
+		{speaker.ReasonHealthy, speaker.ReasonDrained, false, corev1.EventTypeNormal, ReasonDrained, nil},
+		{speaker.ReasonHealthy, speaker.ReasonShuttingDown, false, corev1.EventTypeNormal, ReasonShutdown, nil},
 	}
 	for _, tt := range tests {
-		typ, reason, _ := Classify(speaker.Transition{From: tt.from, To: tt.to, Announce: tt.announce})
+		typ, reason, _ := Classify(speaker.Transition{From: tt.from, To: tt.to, Announce: tt.announce, Loopback: tt.lo})
 		if typ != tt.typ || reason != tt.reason {
 			t.Errorf("%s -> %s: %s %s, want %s %s", tt.from, tt.to, typ, reason, tt.typ, tt.reason)
 		}

@@ -60,8 +60,10 @@ type Metrics struct {
 	peerState      *prometheus.GaugeVec
 	transitions    *prometheus.CounterVec
 	lastTransition prometheus.Gauge
+	loRemovals     *prometheus.CounterVec
 	drained        atomic.Pointer[func() bool] // set by ObserveDrained
 	bfd            *bfdCollector               // BFD sessions from the latest OnPeers
+	prefixLimit    *prefixLimitCollector
 
 	mu        sync.Mutex
 	seenPeers map[string]bool
@@ -102,8 +104,13 @@ func New(version string, vips []netip.Prefix) *Metrics {
 			Name: "vipcast_last_transition_timestamp_seconds",
 			Help: "Unix time of the last change of decision.",
 		}),
-		bfd:       newBFDCollector(),
-		seenPeers: map[string]bool{},
+		loRemovals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vipcast_vip_loopback_removals_total",
+			Help: "VIPs found removed from the loopback behind vipcast's back, by result: restored (put back at once, the route stayed) or failed (could not be put back: withdrawn).",
+		}, []string{"vip", "result"}),
+		bfd:         newBFDCollector(),
+		prefixLimit: newPrefixLimitCollector(),
+		seenPeers:   map[string]bool{},
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "vipcast_build_info",
@@ -124,11 +131,13 @@ func New(version string, vips []netip.Prefix) *Metrics {
 		return 0
 	})
 	m.reg.MustRegister(m.vipAdvertised, m.vipAnnounced, m.checks, m.checkDuration, m.peerState,
-		m.transitions, m.lastTransition, drained, m.bfd, build,
+		m.transitions, m.lastTransition, m.loRemovals, drained, m.bfd, m.prefixLimit, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, v := range vips {
 		m.vipAdvertised.WithLabelValues(v.String()).Set(0)
 		m.vipAnnounced.WithLabelValues(v.String()).Set(0)
+		m.loRemovals.WithLabelValues(v.String(), "restored")
+		m.loRemovals.WithLabelValues(v.String(), "failed")
 	}
 	return m
 }
@@ -166,8 +175,18 @@ func (m *Metrics) OnTransition(t speaker.Transition, ds []speaker.Decision) {
 	if m == nil {
 		return
 	}
-	m.transitions.WithLabelValues(string(t.To)).Inc()
-	m.lastTransition.Set(float64(t.At.UnixNano()) / 1e9)
+	for _, v := range t.Loopback {
+		result := "restored"
+		if t.To == speaker.ReasonLoopbackFailed {
+			result = "failed"
+		}
+		m.loRemovals.WithLabelValues(v.String(), result).Inc()
+	}
+	// A VIP put back on lo is reported, but is no change of decision.
+	if t.From != t.To {
+		m.transitions.WithLabelValues(string(t.To)).Inc()
+		m.lastTransition.Set(float64(t.At.UnixNano()) / 1e9)
+	}
 	for _, d := range ds {
 		m.vipAdvertised.WithLabelValues(d.VIP.String()).Set(b2f(d.Advertised))
 		m.vipAnnounced.WithLabelValues(d.VIP.String()).Set(b2f(d.Announce))
@@ -196,6 +215,7 @@ func (m *Metrics) OnPeers(ps []peers.PeerStatus) {
 	}
 	m.seenPeers = now
 	m.bfd.set(ps)
+	m.prefixLimit.set(ps)
 }
 
 // ReasonClass buckets a probe's reason into a few stable label values:

@@ -112,6 +112,7 @@ func TestMetricsScrape(t *testing.T) {
 			Since: time.Now().Add(-time.Minute), PrefixesSent: 1,
 			BFD: &peers.BFDStatus{State: "Up", RemoteState: "Up", TxInterval: 100 * time.Millisecond, DetectTime: 300 * time.Millisecond,
 				RxPackets: 40, TxPackets: 41, Flaps: 2},
+			PrefixLimitHits: 3,
 		},
 		peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, State: peers.StateActive},
 	)
@@ -157,15 +158,18 @@ func TestMetricsScrape(t *testing.T) {
 		{"vipcast_bfd_packets_total", map[string]string{"peer": "192.0.2.1", "direction": "rx"}, 40},
 		{"vipcast_bfd_packets_total", map[string]string{"peer": "192.0.2.1", "direction": "tx"}, 41},
 		{"vipcast_bfd_flaps_total", bfdPeer, 2},
+		{"vipcast_bgp_prefix_limit_hits_total", bfdPeer, 3},
+		{"vipcast_bgp_prefix_limit_hits_total", map[string]string{"peer": "192.0.2.2"}, 0},
 	} {
 		if v, ok := value(fams, c.name, c.labels); !ok || v != c.want {
 			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, ok, c.want)
 		}
 	}
 	for name, typ := range map[string]dto.MetricType{
-		"vipcast_bfd_session_state": dto.MetricType_GAUGE,
-		"vipcast_bfd_packets_total": dto.MetricType_COUNTER,
-		"vipcast_bfd_flaps_total":   dto.MetricType_COUNTER,
+		"vipcast_bfd_session_state":           dto.MetricType_GAUGE,
+		"vipcast_bfd_packets_total":           dto.MetricType_COUNTER,
+		"vipcast_bfd_flaps_total":             dto.MetricType_COUNTER,
+		"vipcast_bgp_prefix_limit_hits_total": dto.MetricType_COUNTER,
 	} {
 		if f := fams[name]; f == nil || f.GetType() != typ {
 			t.Errorf("%s: family %v, want type %v", name, f, typ)
@@ -259,5 +263,45 @@ func TestMetricsDrained(t *testing.T) {
 	drained.Store(false)
 	if v := get(); v != 0 {
 		t.Errorf("undrained: %v, want 0", v)
+	}
+}
+
+// A VIP put back on lo counts as restored and is no change of decision; one
+// that could not be put back counts as failed, with its withdraw.
+func TestMetricsLoopbackRemovals(t *testing.T) {
+	m := metrics.New("test", []netip.Prefix{apitest.VIP})
+	gather := func() map[string]*dto.MetricFamily {
+		fs, err := m.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*dto.MetricFamily{}
+		for _, f := range fs {
+			out[f.GetName()] = f
+		}
+		return out
+	}
+	vip := apitest.VIP.String()
+	lo := []netip.Prefix{apitest.VIP}
+	now := time.Now()
+	m.OnTransition(speaker.Transition{At: now, Announce: true, From: speaker.ReasonHealthy, To: speaker.ReasonHealthy, Loopback: lo}, nil)
+	m.OnTransition(speaker.Transition{At: now, Announce: true, From: speaker.ReasonHealthy, To: speaker.ReasonHealthy, Loopback: lo}, nil)
+	m.OnTransition(speaker.Transition{At: now, From: speaker.ReasonHealthy, To: speaker.ReasonLoopbackFailed, Loopback: lo}, nil)
+	fams := gather()
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"vipcast_vip_loopback_removals_total", map[string]string{"vip": vip, "result": "restored"}, 2},
+		{"vipcast_vip_loopback_removals_total", map[string]string{"vip": vip, "result": "failed"}, 1},
+		{"vipcast_transitions_total", map[string]string{"reason": "loopback-failed"}, 1},
+	} {
+		if v, ok := value(fams, c.name, c.labels); !ok || v != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	if _, ok := value(fams, "vipcast_transitions_total", map[string]string{"reason": "healthy"}); ok {
+		t.Errorf("a VIP put back on lo counted as a transition to healthy")
 	}
 }

@@ -116,11 +116,16 @@ chart mounts filled in. Rendered with toYaml, never by hand.
 {{- end -}}
 {{- $cfg := dict "vips" $v.vips "loopback" $v.loopback "health" $health "damping" $v.damping "shutdown" $v.shutdown "bgp" $v.bgp "peers" $peers "policy" $v.policy -}}
 {{- $grpcAddr := $v.grpc.bindAddress -}}
-{{- if and (not $v.probes.enabled) (not $grpcAddr) -}}
+{{- if and (not $v.probes.enabled) (or (not $grpcAddr) (eq $grpcAddr "podIP")) -}}
 {{- $grpcAddr = "127.0.0.1" -}}
 {{- end -}}
-{{- /* socket and stateFile: on the daemonset's writable mounts. */ -}}
-{{- $_ := set $cfg "api" (dict "healthListen" (include "vipcast.listen" (list $grpcAddr $v.grpc.healthPort)) "socket" "/run/vipcast/vipcast.sock" "stateFile" "/var/lib/vipcast/state.json") -}}
+{{- /* socket and stateFile: on the daemonset's writable mounts. "podIP" is
+known only in the pod: VIPCAST_API_HEALTHLISTEN in the DaemonSet sets it. */ -}}
+{{- $api := dict "socket" "/run/vipcast/vipcast.sock" "stateFile" "/var/lib/vipcast/state.json" -}}
+{{- if ne $grpcAddr "podIP" -}}
+{{- $_ := set $api "healthListen" (include "vipcast.listen" (list $grpcAddr $v.grpc.healthPort)) -}}
+{{- end -}}
+{{- $_ := set $cfg "api" $api -}}
 {{- if $v.metrics.enabled -}}
 {{- $_ := set $cfg "metrics" (dict "listen" (include "vipcast.listen" (list $v.metrics.bindAddress $v.metrics.port))) -}}
 {{- end -}}

@@ -96,7 +96,8 @@ if [ ! -x "$VIPCAST" ]; then
 else
   for r in default full; do
     sed -n '/^kind: ConfigMap/,/^---/p' "$tmp/$r.yaml" | sed -n '/^  config.yaml: |/,/^[^ ]/{/^    /s/^    //p}' > "$tmp/$r-config.yaml"
-    out=$(env -i VIPCAST_NODE_NAME=cp-1 "$VIPCAST" validate -c "$tmp/$r-config.yaml" 2>&1 || true)
+    # VIPCAST_API_HEALTHLISTEN as the DaemonSet sets it from status.podIP.
+    out=$(env -i VIPCAST_NODE_NAME=cp-1 VIPCAST_API_HEALTHLISTEN='[192.0.2.11]:9179' "$VIPCAST" validate -c "$tmp/$r-config.yaml" 2>&1 || true)
     other=$(grep '^  - ' <<<"$out" | grep -v 'cannot be read\|is not usable' || true)
     if [ ! -s "$tmp/$r-config.yaml" ]; then
       bad "$r: config.yaml extracted from the ConfigMap"

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/policy"
 	"github.com/vipcast/vipcast/speaker"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 )
@@ -44,6 +45,18 @@ func (a *Addrs) Cleanup(vs []netip.Prefix) error {
 	}
 	return nil
 }
+func (a *Addrs) Missing(vs []netip.Prefix) ([]netip.Prefix, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []netip.Prefix
+	for _, v := range vs {
+		if !a.m[v] {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
 func (a *Addrs) set(v netip.Prefix, on bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -75,6 +88,8 @@ type Options struct {
 	Observer speaker.Observer
 	// Healthy starts the prober passing.
 	Healthy bool
+	// GracefulShutdown is the speaker's RFC 8326 setting; off if zero.
+	GracefulShutdown policy.GracefulShutdownConfig
 }
 
 // Dir returns a short temporary directory (unix socket paths are limited to
@@ -116,7 +131,7 @@ func Start(t testing.TB, o Options) *Env {
 	e.Prober.OK.Store(o.Healthy)
 	sp, err := speaker.New(cfg, speaker.Deps{
 		Router: router, Addresses: &Addrs{}, Prober: e.Prober,
-		Observer: o.Observer, StateFile: o.API.StateFile,
+		Observer: o.Observer, StateFile: o.API.StateFile, GracefulShutdown: o.GracefulShutdown,
 	})
 	if err != nil {
 		t.Fatal(err)
