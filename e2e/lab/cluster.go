@@ -119,7 +119,7 @@ func RequireCluster(t T) {
 		t.Skipf("\n"+strings.Repeat("#", 78)+"\n# SKIPPING vipcast cluster e2e: %s\n"+
 			"# Run: apt-get install -y --no-install-recommends containerd runc containernetworking-plugins\n"+
 			"#      cd e2e && VIPCAST_E2E=1 VIPCAST_E2E_CLUSTER=1 go test -count=1 -timeout 30m -run Cluster ./...\n"+
-			"# (`make e2e` sets both)\n"+strings.Repeat("#", 78), strings.Join(missing, "; "))
+			"# (opt-in: `make e2e` sets VIPCAST_E2E only)\n"+strings.Repeat("#", 78), strings.Join(missing, "; "))
 	}
 }
 
