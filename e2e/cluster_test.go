@@ -206,6 +206,11 @@ bgp: {asn: %d}
 peers:
   - {address: %s, asn: %d, holdTime: 3s, keepaliveTime: 1s, connectRetry: 1s}
 damping: {halfLife: 0s}
+# Three control planes on a loaded 2-core box: probes time out now and then
+# on every node at once. Tolerate 2 s of timeouts (a refused or failed
+# probe still withdraws within fall 2 at confirmInterval), or all three
+# could withdraw together.
+health: {interval: 250ms, timeout: 200ms, timeoutFall: 8}
 shutdown: {drainPeriod: 1s}
 policy: {communities: ["64512:100"], med: 10, gracefulShutdown: {enabled: false}}
 image: {repository: %q, tag: %q, pullPolicy: Never}
@@ -339,6 +344,16 @@ func (c *chartRun) dumpOnFailure(t *testing.T, l *lab.Lab) {
 		defer cancel()
 		out, _ := l.Node(1).KubectlVIP(ctx, "-n", clusterNamespace, "get", "ds,pods", "-o", "wide")
 		t.Logf("kube-system:\n%s", out)
+		if c.selector == "" {
+			return
+		}
+		out, _ = l.Node(1).KubectlVIP(ctx, "-n", clusterNamespace, "describe", "pods", "-l", c.selector)
+		t.Logf("kubectl describe pods:\n%s", lastLines(out, 120))
+		out, _ = l.Node(1).KubectlVIP(ctx, "-n", clusterNamespace, "logs", "-l", c.selector, "--prefix", "--tail=20")
+		t.Logf("vipcast pod logs (tail):\n%s", out)
+		for _, n := range l.Nodes() {
+			t.Logf("%s kubelet log (tail):\n%s", n.Name, lab.Tail(n.KubeletLog(), 25))
+		}
 	})
 }
 
