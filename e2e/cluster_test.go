@@ -24,7 +24,11 @@ import (
 func TestCluster(t *testing.T) {
 	lab.RequireCluster(t)
 	start := time.Now()
-	l := lab.New(t, lab.Options{Router: lab.FRR, Nodes: 3, Cluster: true, ShutdownDelay: apiserverShutdownDelay})
+	// The host-run speakers probe like the chart's pods (the values in clusterHelmInstall):
+	// three control planes load the box enough for 80ms probes to time out
+	// on every node at once.
+	l := lab.New(t, lab.Options{Router: lab.FRR, Nodes: 3, Cluster: true, ShutdownDelay: apiserverShutdownDelay,
+		HealthInterval: 250 * time.Millisecond, HealthTimeout: 200 * time.Millisecond, TimeoutFall: 8})
 	t.Logf("cluster lab up in %v", time.Since(start).Round(time.Millisecond))
 	ok := t.Run("nodes-ready-behind-vip", func(t *testing.T) {
 		l.DumpOnFailure(t)
@@ -209,7 +213,7 @@ damping: {halfLife: 0s}
 # Three control planes on a loaded 2-core box: probes time out now and then
 # on every node at once. Tolerate 2 s of timeouts (a refused or failed
 # probe still withdraws within fall 2 at confirmInterval), or all three
-# could withdraw together.
+# could withdraw together. The host-run speakers use the same (TestCluster).
 health: {interval: 250ms, timeout: 200ms, timeoutFall: 8}
 shutdown: {drainPeriod: 1s}
 policy: {communities: ["64512:100"], med: 10, gracefulShutdown: {enabled: false}}
