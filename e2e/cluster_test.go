@@ -215,7 +215,9 @@ damping: {halfLife: 0s}
 # probe still withdraws within fall 2 at confirmInterval), or all three
 # could withdraw together. The host-run speakers use the same (TestCluster).
 health: {interval: 250ms, timeout: 200ms, timeoutFall: 8}
-shutdown: {drainPeriod: 1s}
+# kubectl-delete-pod checks the VIP is still on lo once it sees the
+# withdraw; on a loaded box that observation can lag a second behind.
+shutdown: {drainPeriod: 3s}
 policy: {communities: ["64512:100"], med: 10, gracefulShutdown: {enabled: false}}
 image: {repository: %q, tag: %q, pullPolicy: Never}
 logLevel: debug
