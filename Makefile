@@ -14,7 +14,7 @@ IMAGE_REPO ?= ghcr.io/vipcast/vipcast
 IMAGE_TAG  ?= $(VERSION)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null)
-APT_PKGS   := frr bird2 etcd-server iputils-ping socat tcpdump openssl iproute2 procps containerd runc
+APT_PKGS   := frr bird2 etcd-server iputils-ping socat tcpdump openssl iproute2 procps containerd runc containernetworking-plugins iptables util-linux
 
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
@@ -45,7 +45,7 @@ unit: promtool
 	$(GO) test -race -count=1 ./...
 
 ## e2e: the network lab with FRR, BIRD, etcd and real kube-apiservers.
-e2e: deps build helm
+e2e: deps build helm image
 	mkdir -p e2e/.cache && cd e2e && VIPCAST_E2E=1 VIPCAST_BIN=$(BIN)/vipcast VIPCAST_E2E_RESULTS=$(CURDIR)/e2e/.cache/e2e-results.jsonl $(GO) test -count=1 -timeout 40m ./...
 
 lint: tools

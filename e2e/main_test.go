@@ -33,11 +33,15 @@ func TestMain(m *testing.M) {
 // buildBinaries runs tools/build.sh for the binaries not given by
 // VIPCAST_BIN / VIPCAST_KUBE_APISERVER: kube-apiserver only when its module
 // changed (the first time ~4 min, before the test timeout starts), vipcast
-// always (seconds, from Go's cache). A failed build ends the run: testing
-// the binary a previous build left would be silently testing old code.
+// always (seconds, from Go's cache). With VIPCAST_E2E_CLUSTER=1 the cluster
+// lab's binaries too (kubelet, controllers, kubectl: ~9 min cold for all).
+// A failed build ends the run: testing the binary a previous build left
+// would be silently testing old code.
 func buildBinaries() {
 	var targets []string
-	if os.Getenv("VIPCAST_KUBE_APISERVER") == "" && os.Getenv("VIPCAST_E2E_BIN") == "" {
+	if os.Getenv("VIPCAST_E2E_CLUSTER") == "1" && os.Getenv("VIPCAST_E2E_BIN") == "" {
+		targets = append(targets, "kube")
+	} else if os.Getenv("VIPCAST_KUBE_APISERVER") == "" && os.Getenv("VIPCAST_E2E_BIN") == "" {
 		targets = append(targets, "kube-apiserver")
 	}
 	if os.Getenv("VIPCAST_BIN") == "" && os.Getenv("VIPCAST_E2E_BIN") == "" {

@@ -43,6 +43,9 @@ type Loopback struct {
 	// ns is the network namespace WatchRemovals subscribes in; nil: the
 	// calling thread's, like the handle NewLoopback opens.
 	ns *netns.NsHandle
+	// diag (NETLINK_INET_DIAG, same namespace as h) aborts the connections
+	// left on a removed VIP; nil: they are left to time out.
+	diag *netlink.Handle
 }
 
 var _ Addresses = (*Loopback)(nil)
@@ -60,6 +63,9 @@ func NewLoopback(ifname string, log *slog.Logger) (*Loopback, error) {
 	if err != nil {
 		h.Close()
 		return nil, err
+	}
+	if l.diag, err = netlink.NewHandle(unix.NETLINK_INET_DIAG); err != nil {
+		l.log.Warn("no sock_diag: connections on a removed VIP are left to time out", "err", err)
 	}
 	return l, nil
 }
@@ -94,6 +100,10 @@ func (l *Loopback) Close() error {
 	if l.h != nil {
 		l.h.Close()
 		l.h = nil
+	}
+	if l.diag != nil {
+		l.diag.Close()
+		l.diag = nil
 	}
 	return nil
 }
@@ -167,7 +177,52 @@ func (l *Loopback) Remove(vip netip.Prefix) error {
 		return fmt.Errorf("remove vip %s from %s: %w", vip, l.ifname, err)
 	}
 	l.log.Debug("vip removed", "vip", vip)
+	l.resetConns(vip)
 	return nil
+}
+
+// tcpListen is the kernel's TCP_LISTEN state.
+const tcpListen = 10
+
+// resetConns aborts the TCP connections whose local address is vip, once
+// vip has left the interface (l.mu held). None of them can carry another
+// byte: the router sends their peers' packets to other nodes now. Worse, a
+// connection from this very node to the VIP (the kubelet, a
+// controller-manager or scheduler with controlPlaneEndpoint = the VIP) has
+// the VIP as its source too and would hang until its client's own timeout:
+// about 45 s for the kubelet's HTTP/2 health check, long enough for a
+// controller-manager to lose its leader lease and exit. Aborted (like
+// `ss -K`), they fail at once, ECONNABORTED here and a RST to a remote
+// peer, and their clients reconnect through the VIP to another node.
+// Listeners stay. Best effort: failures are logged, never returned. IPv6
+// VIPs are skipped: the netlink library destroys IPv4 sockets only.
+func (l *Loopback) resetConns(vip netip.Prefix) {
+	if l.diag == nil || !vip.Addr().Is4() {
+		return
+	}
+	socks, err := l.diag.SocketDiagTCP(unix.AF_INET)
+	if err != nil {
+		l.log.Warn("listing the connections on a removed vip", "vip", vip, "err", err)
+		return
+	}
+	ip := net.IP(vip.Addr().AsSlice())
+	reset, failed := 0, 0
+	for _, s := range socks {
+		if s.State == tcpListen || !s.ID.Source.Equal(ip) {
+			continue
+		}
+		local := &net.TCPAddr{IP: s.ID.Source, Port: int(s.ID.SourcePort)}
+		remote := &net.TCPAddr{IP: s.ID.Destination, Port: int(s.ID.DestinationPort)}
+		if err := l.diag.SocketDestroy(local, remote); err != nil && !errors.Is(err, unix.ENOENT) {
+			failed++
+			l.log.Debug("connection on a removed vip not reset", "vip", vip, "local", local, "remote", remote, "err", err)
+			continue
+		}
+		reset++
+	}
+	if reset > 0 || failed > 0 {
+		l.log.Info("connections on the removed vip reset", "vip", vip, "reset", reset, "failed", failed)
+	}
 }
 
 // Cleanup removes every address on the interface that is in vips or carries
@@ -210,6 +265,7 @@ func (l *Loopback) Cleanup(vips []netip.Prefix) error {
 			continue
 		}
 		l.log.Info("cleanup: vip removed", "vip", p, "err", nil, "configured", want[p], "label", a.Label)
+		l.resetConns(p)
 	}
 	return errors.Join(errs...)
 }

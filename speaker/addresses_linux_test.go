@@ -588,3 +588,98 @@ func TestSpeakerPutsBackVIPDeletedFromRealLo(t *testing.T) {
 		t.Errorf("re-added IPv4 VIP %+v, want the lo:vip label", a)
 	}
 }
+
+// inNetns runs f on a thread inside ns. The thread is never unlocked (its
+// namespace changed), so the runtime ends it with the goroutine; sockets f
+// opens stay in ns.
+func inNetns(t *testing.T, ns netns.NsHandle, f func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		errc <- f()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoopbackRemoveResetsConnections: a connection from the node to its
+// own VIP (the kubelet's, with controlPlaneEndpoint = the VIP) has the VIP
+// as its source; once the VIP is removed it can never work again, and must
+// fail at once rather than hang until the client's own timeout. A listener
+// on the VIP stays and serves again when the VIP comes back.
+func TestLoopbackRemoveResetsConnections(t *testing.T) {
+	tests := []struct {
+		name      string
+		diag      bool
+		wantReset bool
+	}{
+		{"reset with sock_diag", true, true},
+		{"left alone without sock_diag", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &slogRecorder{}
+			l, ns, _ := newTestLoopback(t, rec)
+			if tt.diag {
+				d, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
+				if err != nil {
+					t.Fatalf("sock_diag handle: %v", err)
+				}
+				l.diag = d
+			}
+			vip := netip.MustParsePrefix("203.0.113.10/32")
+			if err := l.Add(vip); err != nil {
+				t.Fatalf("Add: %v", err)
+			}
+			var ln net.Listener
+			var client, server net.Conn
+			inNetns(t, ns, func() error {
+				var err error
+				if ln, err = net.Listen("tcp", "203.0.113.10:0"); err != nil {
+					return err
+				}
+				if client, err = net.Dial("tcp", ln.Addr().String()); err != nil {
+					return err
+				}
+				server, err = ln.Accept()
+				return err
+			})
+			t.Cleanup(func() { ln.Close(); client.Close(); server.Close() })
+			if got := client.LocalAddr().(*net.TCPAddr).IP.String(); got != "203.0.113.10" {
+				t.Fatalf("client source = %s, want the VIP (the kernel's choice for a local destination)", got)
+			}
+
+			if err := l.Remove(vip); err != nil {
+				t.Fatalf("Remove: %v", err)
+			}
+			_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, err := client.Read(make([]byte, 1))
+			var ne net.Error
+			timedOut := errors.As(err, &ne) && ne.Timeout()
+			if tt.wantReset && (err == nil || timedOut) {
+				t.Fatalf("client Read after Remove: %v, want the connection aborted at once", err)
+			}
+			if !tt.wantReset && !timedOut {
+				t.Fatalf("client Read after Remove: %v, want a timeout (nothing resets it)", err)
+			}
+
+			// The listener survives: with the VIP back it serves again.
+			if err := l.Add(vip); err != nil {
+				t.Fatalf("Add again: %v", err)
+			}
+			inNetns(t, ns, func() error {
+				c, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+				if err != nil {
+					return err
+				}
+				return c.Close()
+			})
+		})
+	}
+}

@@ -106,6 +106,9 @@ func (n *Node) KubeRequest(method, path string, body any) ([]byte, error) {
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
+	if method == http.MethodPatch {
+		req.Header.Set("Content-Type", "application/merge-patch+json")
+	}
 	c := n.httpClient(&tls.Config{RootCAs: pool, ServerName: "kubernetes"}, 5*time.Second)
 	defer c.CloseIdleConnections()
 	resp, err := c.Do(req)

@@ -97,6 +97,13 @@ type Options struct {
 	// its own apiserver (admin token), and creates the Node objects, so
 	// vipcast records Kubernetes Events (see kube.go).
 	Kubeconfig bool
+
+	// Cluster makes the nodes one Kubernetes control plane behind the VIP:
+	// one etcd cluster, apiservers with lab-CA certificates listing the
+	// VIP, and per node kube-controller-manager, kube-scheduler, containerd
+	// and a kubelet reaching the API through the VIP; New returns when
+	// every Node is Ready (see cluster.go).
+	Cluster bool
 }
 
 // BFDOptions are the BFD timers of both ends: transmit and receive
@@ -169,6 +176,9 @@ type Lab struct {
 	saKey     string
 	saPub     string
 	tokens    string
+	caFile    string // cluster mode: the lab CA and the apiservers' serving pair
+	apiCert   string
+	apiKey    string
 	closeOnce sync.Once
 	ready     bool // New finished; later failures are dumped by DumpOnFailure
 }
@@ -277,6 +287,14 @@ func New(t T, opts Options) *Lab {
 	if err := l.writeSharedFiles(); err != nil {
 		t.Fatalf("lab files: %v", err)
 	}
+	if opts.Cluster {
+		if err := l.writeClusterPKI(); err != nil {
+			t.Fatalf("lab PKI: %v", err)
+		}
+		if err := l.appendNodeTokens(); err != nil {
+			t.Fatalf("lab tokens: %v", err)
+		}
+	}
 	switch opts.Router {
 	case FRR:
 		l.router = &frrRouter{lab: l}
@@ -321,13 +339,18 @@ func New(t T, opts Options) *Lab {
 		}
 		l.WaitAllRouted(t, 30*time.Second)
 	}
+	if opts.Cluster {
+		if err := l.startCluster(); err != nil {
+			t.Fatalf("cluster: %v", err)
+		}
+	}
 	l.ready = true
 	bfd := "off"
 	if opts.BFD != nil {
 		bfd = fmt.Sprintf("%v x %d", opts.BFD.Interval, opts.BFD.Multiplier)
 	}
-	t.Logf("lab %s (%s, %d nodes, ipv6=%v, md5=%v, bfd=%s) ready in %v; files in %s",
-		l.ID, opts.Router, opts.Nodes, opts.IPv6, opts.MD5Password != "", bfd, time.Since(start).Round(time.Millisecond), l.Dir)
+	t.Logf("lab %s (%s, %d nodes, ipv6=%v, md5=%v, bfd=%s, cluster=%v) ready in %v; files in %s",
+		l.ID, opts.Router, opts.Nodes, opts.IPv6, opts.MD5Password != "", bfd, opts.Cluster, time.Since(start).Round(time.Millisecond), l.Dir)
 	return l
 }
 
@@ -457,6 +480,9 @@ func (l *Lab) Close() {
 	l.closeOnce.Do(func() {
 		if !l.ready && l.t.Failed() {
 			l.t.Logf("%s", l.Dump())
+		}
+		if l.Opts.Cluster {
+			l.stopCluster()
 		}
 		for _, n := range l.nodes {
 			for _, p := range []*proc{n.vipcast, n.responder, n.apiserver, n.etcd} {

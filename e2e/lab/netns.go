@@ -214,6 +214,7 @@ func SweepStale() {
 				delNetns(f[0])
 			}
 		}
+		sweepStaleCgroups(id)
 		if strings.HasPrefix(dir, os.TempDir()) {
 			_ = os.RemoveAll(dir)
 		}

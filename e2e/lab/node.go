@@ -31,6 +31,8 @@ type Node struct {
 	etcd, apiserver, vipcast, responder *proc
 	password                            string
 	linkDown                            bool
+	cluster                             clusterNode
+	kubeletToken                        string
 }
 
 // AddrFor returns the node's address of p's family.
@@ -46,6 +48,25 @@ func (n *Node) routerLink() string { return fmt.Sprintf("v%d", n.Index) }
 // --- etcd ---
 
 func (n *Node) startEtcd() error {
+	if n.etcd == nil && n.lab.Opts.Cluster {
+		// One etcd cluster of every node, as kubeadm's stacked etcd: peers
+		// on the node addresses, each apiserver on its local member.
+		var initial []string
+		for _, m := range n.lab.nodes {
+			initial = append(initial, fmt.Sprintf("%s=http://%s:2380", m.Name, m.Addr4))
+		}
+		n.etcd = newProc(n.Name+"/etcd", n.NS, filepath.Join(n.Dir, "etcd.log"), "etcd",
+			"--name", n.Name,
+			"--data-dir", filepath.Join(n.Dir, "etcd"),
+			"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:2379,http://%s:2379", n.Addr4),
+			"--advertise-client-urls", fmt.Sprintf("http://%s:2379", n.Addr4),
+			"--listen-peer-urls", fmt.Sprintf("http://%s:2380", n.Addr4),
+			"--initial-advertise-peer-urls", fmt.Sprintf("http://%s:2380", n.Addr4),
+			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster-token", n.lab.ID,
+			"--initial-cluster-state", "new",
+			"--log-level", "warn")
+	}
 	if n.etcd == nil {
 		n.etcd = newProc(n.Name+"/etcd", n.NS, filepath.Join(n.Dir, "etcd.log"), "etcd",
 			"--name", n.Name,
@@ -93,7 +114,13 @@ func (n *Node) StartEtcd() error {
 
 // CertFile is the apiserver's self-signed serving certificate (with its CA),
 // generated on first start.
-func (n *Node) CertFile() string { return filepath.Join(n.Dir, "pki", "apiserver.crt") }
+// In cluster mode it is the lab CA that signed every apiserver's certificate.
+func (n *Node) CertFile() string {
+	if n.lab.caFile != "" {
+		return n.lab.caFile
+	}
+	return filepath.Join(n.Dir, "pki", "apiserver.crt")
+}
 
 // StartAPIServer starts kube-apiserver on 0.0.0.0:6443; it does not wait.
 func (n *Node) StartAPIServer() error {
@@ -113,6 +140,15 @@ func (n *Node) StartAPIServer() error {
 			"--token-auth-file=" + l.tokens,
 			"--shutdown-delay-duration=" + l.Opts.ShutdownDelay.String(),
 			"--profiling=false",
+		}
+		if l.Opts.Cluster {
+			for i, a := range args {
+				if strings.HasPrefix(a, "--cert-dir=") {
+					args[i] = "--tls-cert-file=" + l.apiCert
+				}
+			}
+			args = append(args, "--tls-private-key-file="+l.apiKey, "--client-ca-file="+l.caFile,
+				"--kubelet-preferred-address-types=InternalIP")
 		}
 		n.apiserver = newProc(n.Name+"/kube-apiserver", n.NS, filepath.Join(n.Dir, "kube-apiserver.log"), args...)
 	}

@@ -292,3 +292,6 @@ func (l *Lab) Record(t T, metric string, d time.Duration) {
 	defer f.Close()
 	f.Write(append(line, '\n'))
 }
+
+// Tail returns the last n lines of a file (or the error reading it).
+func Tail(path string, n int) string { return tail(path, n) }

@@ -43,8 +43,11 @@ func (p *proc) start() error {
 		return err
 	}
 	fmt.Fprintf(f, "==== %s start %s: %s\n", time.Now().Format(time.RFC3339Nano), p.name, strings.Join(p.argv, " "))
-	args := append([]string{"netns", "exec", p.ns}, p.argv...)
-	cmd := exec.Command("ip", args...)
+	// ns "" runs argv as given (it enters the namespace itself: nsenter).
+	cmd := exec.Command(p.argv[0], p.argv[1:]...)
+	if p.ns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", p.ns}, p.argv...)...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = childEnv()
 	// Own process group, and killed with the test binary's thread if the
