@@ -257,7 +257,7 @@ func (c Config) Validate() error {
 			}
 		}
 		if p.HoldTime != 0 && p.HoldTime < minHoldTime {
-			add("%s.holdTime: %v is below the RFC 4271 minimum; use 0 (no keepalives) or at least 3s", f, p.HoldTime)
+			add("%s.holdTime: %v is below the RFC 4271 minimum; use at least 3s, or 0 for the default 9s", f, p.HoldTime)
 		}
 		if p.HoldTime%time.Second != 0 || p.KeepaliveTime%time.Second != 0 || p.ConnectRetry%time.Second != 0 {
 			add("%s: holdTime %v, keepaliveTime %v, connectRetry %v: BGP timers are whole seconds; round them, e.g. 9s", f, p.HoldTime, p.KeepaliveTime, p.ConnectRetry)

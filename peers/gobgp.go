@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,7 +230,7 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 	go g.refreshNextHops(watchCtx, g.nextHopDone)
 	g.recoverDone = make(chan struct{})
 	go g.recoverLoop(watchCtx, g.recoverDone)
-	g.log.Info("BGP started", "asn", g.cfg.BGP.ASN, "routerID", rid, "peers", len(g.cfg.Peers), "listenPort", g.cfg.BGP.ListenPort)
+	g.log.Info("BGP started", "asn", g.cfg.BGP.ASN, "routerid", rid, "peers", len(g.cfg.Peers), "listenport", g.cfg.BGP.ListenPort)
 	return nil
 }
 
@@ -626,7 +627,7 @@ func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
 		if m != nil {
 			for _, ss := range m.Sessions() {
 				bfdByPeer[ss.Peer] = &BFDStatus{
-					State: ss.State.String(), RemoteState: ss.RemoteState.String(), Diag: ss.LocalDiag.String(),
+					State: bfdState(ss.State), RemoteState: bfdState(ss.RemoteState), Diag: ss.LocalDiag.String(),
 					Since: ss.Since, TxInterval: ss.TxInterval, DetectTime: ss.DetectTime,
 					RxPackets: ss.Counters.RxPackets, TxPackets: ss.Counters.TxPackets, Flaps: ss.Counters.Down,
 				}
@@ -771,6 +772,9 @@ func (g *GoBGP) startBFD(ctx context.Context) error {
 	return nil
 }
 
+// bfdState is a BFD state in BFDStatus's lower-case form.
+func bfdState(s bfd.State) string { return strings.ToLower(s.String()) }
+
 func (g *GoBGP) stopBFD() {
 	if g.bfd == nil {
 		return
@@ -792,10 +796,10 @@ func (g *GoBGP) onBFD(c bfd.StateChange) {
 	defer cancel()
 	switch {
 	case c.New == bfd.StateUp:
-		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer, "detectTime", c.DetectTime)
+		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer, "detecttime", c.DetectTime)
 		if hold := g.bfdHold[c.Peer]; hold > 0 && c.DetectTime > hold {
 			g.log.Warn("BFD detection time exceeds the BGP hold time: the router's BFD timers make BFD slower than BGP's own failure detection; lower its minimum intervals or multiplier",
-				"peer", c.Peer, "detectTime", c.DetectTime, "holdTime", hold)
+				"peer", c.Peer, "detecttime", c.DetectTime, "holdtime", hold)
 		}
 		if err := g.setAdmin(ctx, c.Peer, true, ""); err != nil {
 			g.log.Error("enabling BGP session after BFD up", "peer", c.Peer, "err", err)

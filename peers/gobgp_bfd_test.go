@@ -66,7 +66,7 @@ func TestGoBGPBFDDetectTimeAboveHoldTimeWarns(t *testing.T) {
 		t.Fatalf("warned for a 900ms detection time:\n%s", logs.String())
 	}
 	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateInit, New: bfd.StateUp, DetectTime: bfd.MaxDetectTime})
-	if out := logs.String(); !strings.Contains(out, warning) || !strings.Contains(out, "detectTime=30s holdTime=9s") {
+	if out := logs.String(); !strings.Contains(out, warning) || !strings.Contains(out, "detecttime=30s holdtime=9s") {
 		t.Errorf("no %q warning naming both times:\n%s", warning, out)
 	}
 }

@@ -59,7 +59,8 @@ type PeerStatus struct {
 
 // BFDStatus is one BFD session as an operator sees it.
 type BFDStatus struct {
-	State       string // admindown, down, init, up
+	// State and RemoteState are lower case: admindown, down, init, up.
+	State       string
 	RemoteState string
 	// Diag is the local diagnostic of the last change, e.g. "control
 	// detection time expired".

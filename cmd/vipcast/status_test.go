@@ -50,7 +50,7 @@ func TestCLIOverSocket(t *testing.T) {
 		peers.PeerStatus{
 			Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished,
 			Since: time.Now().Add(-time.Minute), PrefixesSent: 1,
-			BFD: &peers.BFDStatus{State: "Up", RemoteState: "Up", TxInterval: 100 * time.Millisecond, DetectTime: 300 * time.Millisecond, RxPackets: 9},
+			BFD: &peers.BFDStatus{State: "up", RemoteState: "up", TxInterval: 100 * time.Millisecond, DetectTime: 300 * time.Millisecond, RxPackets: 9},
 		},
 		peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, State: peers.StateActive},
 	)

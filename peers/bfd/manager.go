@@ -35,7 +35,7 @@ var (
 
 // Config configures a Manager.
 type Config struct {
-	Logger *slog.Logger // nil: slog.Default()
+	Logger *slog.Logger // nil: discard
 
 	// Port is the single-hop listen port (default 3784) and MultihopPort
 	// the multihop one (default 4784, only opened when Multihop is set).
@@ -258,7 +258,7 @@ type listener struct {
 // which lets a caller create a Manager inside another namespace.
 func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Port == 0 {
 		cfg.Port = PortSingleHop
@@ -666,8 +666,8 @@ func (m *Manager) report(ms *msession, tr Transition, now time.Time) {
 		lvl = slog.LevelWarn
 	}
 	ms.logs.log(m.log, now, lvl, "bfd session state changed", "peer", ms.peer,
-		"state", tr.New, "old", tr.Old, "diag", tr.Diag, "remote_state", info.RemoteState,
-		"remote_diag", info.RemoteDiag)
+		"state", tr.New, "old", tr.Old, "diag", tr.Diag, "remotestate", info.RemoteState,
+		"remotediag", info.RemoteDiag)
 	c := StateChange{
 		Peer: ms.peer, Local: ms.cfg.Local, Multihop: ms.cfg.Multihop,
 		Old: tr.Old, New: tr.New, Diag: tr.Diag,

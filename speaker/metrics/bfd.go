@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,9 +82,8 @@ func (c *bfdCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// bfdStateLabel maps a BFD state ("Up", "AdminDown", ...) to its label.
+// bfdStateLabel maps a BFD state (peers.BFDStatus: "up", "admindown", ...) to its label.
 func bfdStateLabel(s string) string {
-	s = strings.ToLower(s)
 	for _, k := range bfdStates {
 		if s == k {
 			return s
