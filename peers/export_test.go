@@ -36,7 +36,7 @@ func TestGoBGPPerPeerAttributes(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	g, err := NewGoBGP(cfg, pol, []netip.Prefix{vip4}, slog.New(slog.NewTextHandler(logs, nil)))
+	g, err := NewGoBGP(mustParse(t, cfg, pol), []netip.Prefix{vip4}, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestGoBGPPerPeerAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Announce(ctx, vip4, attrs); err != nil {
+	if err := g.announce(ctx, vip4, attrs); err != nil {
 		t.Fatal(err)
 	}
 
@@ -76,12 +76,12 @@ func TestGoBGPPerPeerAttributes(t *testing.T) {
 	check("peer policy", r2, bgptest.Path{ASPath: []uint32{localASN}, MED: u32(50), Communities: []policy.Community{c(100), c(201)}})
 
 	// A drain: GRACEFUL_SHUTDOWN on both sessions, each keeping its own MED.
-	if err := g.Announce(ctx, vip4, attrs.WithGracefulShutdown(pol.GracefulShutdown)); err != nil {
+	if err := g.announce(ctx, vip4, attrs.WithGracefulShutdown(pol.GracefulShutdown)); err != nil {
 		t.Fatal(err)
 	}
 	check("drain, global policy", r1, bgptest.Path{ASPath: []uint32{localASN, localASN}, MED: u32(5), Communities: []policy.Community{c(100), policy.GracefulShutdown}})
 	check("drain, peer policy", r2, bgptest.Path{ASPath: []uint32{localASN}, MED: u32(50), Communities: []policy.Community{c(100), policy.GracefulShutdown, c(201)}})
-	if err := g.Announce(ctx, vip4, attrs); err != nil {
+	if err := g.announce(ctx, vip4, attrs); err != nil {
 		t.Fatal(err)
 	}
 	check("undrain", r2, bgptest.Path{ASPath: []uint32{localASN}, MED: u32(50), Communities: []policy.Community{c(100), c(201)}})
@@ -93,7 +93,7 @@ func TestGoBGPPerPeerAttributes(t *testing.T) {
 	}
 	next := Config{BGP: cfg.BGP, Peers: []Peer{p1, p2}}
 	next.Peers[1].Policy = policy.PeerConfig{MED: u32(60), LargeCommunities: []string{"64512:2:1"}}
-	if err := g.Reconfigure(ctx, next); err != nil {
+	if err := g.Reconfigure(ctx, mustParse(t, next, pol)); err != nil {
 		t.Fatal(err)
 	}
 	check("reloaded peer policy", r2, bgptest.Path{ASPath: []uint32{localASN, localASN}, MED: u32(60), Communities: []policy.Community{c(100)},
@@ -113,11 +113,11 @@ func TestGoBGPPerPeerAttributes(t *testing.T) {
 	}
 
 	// Removing p2 removes its export policy too; adding it back works.
-	if err := g.Reconfigure(ctx, Config{BGP: cfg.BGP, Peers: []Peer{p1}}); err != nil {
+	if err := g.Reconfigure(ctx, mustParse(t, Config{BGP: cfg.BGP, Peers: []Peer{p1}}, pol)); err != nil {
 		t.Fatal(err)
 	}
 	r2.WaitEstablished(t, false, wait)
-	if err := g.Reconfigure(ctx, cfg); err != nil {
+	if err := g.Reconfigure(ctx, mustParse(t, cfg, pol)); err != nil {
 		t.Fatal(err)
 	}
 	check("re-added peer", r2, bgptest.Path{ASPath: []uint32{localASN}, MED: u32(50), Communities: []policy.Community{c(100), c(201)}})

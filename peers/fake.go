@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -12,29 +13,35 @@ import (
 )
 
 // Fake is an in-memory Router for tests of code that drives a Router. It
-// mirrors GoBGP's contract: Announce needs Start first, Announce replaces,
-// withdrawing an absent prefix is fine, and Stop drops every path. It is
-// safe for concurrent use. The zero value is ready.
+// keeps GoBGP's contract (the contract test runs against both): Set needs
+// Start first unless it empties the RIB, refuses prefixes that are not its
+// VIPs, and Stop drops every path. It is safe for concurrent use. The zero
+// value is ready and has no VIPs.
 type Fake struct {
-	mu        sync.Mutex
-	running   bool
-	announced map[netip.Prefix]policy.Attributes
-	peers     []PeerStatus
-	errs      map[string]error
-	calls     FakeCalls
-	history   []string
+	mu           sync.Mutex
+	vips         map[netip.Prefix]bool
+	running      bool
+	announced    map[netip.Prefix]policy.Attributes
+	peers        []PeerStatus
+	errs         map[string]error
+	calls        FakeCalls
+	history      []string
+	reconfigured []Peering
 }
 
 // FakeCalls counts the calls made to a Fake, failed ones included.
 type FakeCalls struct {
-	Start, Announce, Withdraw, Peers, Stop int
+	Start, Set, Reconfigure, Peers, Stop int
 }
 
 var _ Router = (*Fake)(nil)
 
-// NewFake returns a Fake whose Peers reports peers.
-func NewFake(peers ...PeerStatus) *Fake {
-	f := &Fake{}
+// NewFake returns a Fake that accepts vips and whose Peers reports peers.
+func NewFake(vips []netip.Prefix, peers ...PeerStatus) *Fake {
+	f := &Fake{vips: map[netip.Prefix]bool{}}
+	for _, v := range vips {
+		f.vips[v] = true
+	}
 	f.SetPeers(peers...)
 	return f
 }
@@ -46,7 +53,7 @@ func (f *Fake) SetPeers(peers ...PeerStatus) {
 	f.peers = slices.Clone(peers)
 }
 
-// SetError makes method ("Start", "Announce", "Withdraw", "Peers", "Stop",
+// SetError makes method ("Start", "Set", "Reconfigure", "Peers", "Stop",
 // or "" for all of them) fail with err from now on; a nil err clears it.
 // A failed call changes no state.
 func (f *Fake) SetError(method string, err error) {
@@ -92,11 +99,19 @@ func (f *Fake) Calls() FakeCalls {
 }
 
 // History returns the successful state changes in order, e.g.
-// "start", "announce 192.0.2.10/32", "withdraw 192.0.2.10/32", "stop".
+// "start", "announce 192.0.2.10/32", "withdraw 192.0.2.10/32",
+// "reconfigure", "stop". A Set that changes nothing adds nothing.
 func (f *Fake) History() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.history)
+}
+
+// Reconfigured returns the peerings of the successful Reconfigure calls.
+func (f *Fake) Reconfigured() []Peering {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.reconfigured)
 }
 
 // fail returns the injected error for method; f.mu must be held.
@@ -122,36 +137,55 @@ func (f *Fake) Start(ctx context.Context) error {
 	return nil
 }
 
-func (f *Fake) Announce(ctx context.Context, prefix netip.Prefix, attrs policy.Attributes) error {
+func (f *Fake) Set(ctx context.Context, want map[netip.Prefix]policy.Attributes) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls.Announce++
-	if err := f.fail("Announce"); err != nil {
+	f.calls.Set++
+	if err := f.fail("Set"); err != nil {
 		return err
 	}
+	for _, p := range slices.SortedFunc(maps.Keys(want), netip.Prefix.Compare) {
+		if !f.vips[p] {
+			return fmt.Errorf("announce %s: not a configured VIP; vipcast only advertises its VIPs", p)
+		}
+	}
 	if !f.running {
-		return fmt.Errorf("announce %s: %w", prefix, ErrNotRunning)
+		if len(want) == 0 {
+			return nil
+		}
+		return fmt.Errorf("set: %w", ErrNotRunning)
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(f.announced), netip.Prefix.Compare) {
+		if _, keep := want[p]; !keep {
+			delete(f.announced, p)
+			f.history = append(f.history, "withdraw "+p.String())
+		}
 	}
 	if f.announced == nil {
 		f.announced = map[netip.Prefix]policy.Attributes{}
 	}
-	f.announced[prefix] = cloneAttrs(attrs)
-	f.history = append(f.history, "announce "+prefix.String())
+	for _, p := range slices.SortedFunc(maps.Keys(want), netip.Prefix.Compare) {
+		if cur, ok := f.announced[p]; ok && reflect.DeepEqual(cur, want[p]) {
+			continue
+		}
+		f.announced[p] = cloneAttrs(want[p])
+		f.history = append(f.history, "announce "+p.String())
+	}
 	return nil
 }
 
-func (f *Fake) Withdraw(ctx context.Context, prefix netip.Prefix) error {
+func (f *Fake) Reconfigure(ctx context.Context, p Peering) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls.Withdraw++
-	if err := f.fail("Withdraw"); err != nil {
+	f.calls.Reconfigure++
+	if err := f.fail("Reconfigure"); err != nil {
 		return err
 	}
-	if _, ok := f.announced[prefix]; !ok {
-		return nil
+	if !f.running {
+		return fmt.Errorf("reconfigure: %w", ErrNotRunning)
 	}
-	delete(f.announced, prefix)
-	f.history = append(f.history, "withdraw "+prefix.String())
+	f.reconfigured = append(f.reconfigured, p)
+	f.history = append(f.history, "reconfigure")
 	return nil
 }
 

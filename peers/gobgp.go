@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -50,8 +51,7 @@ var ErrNotRunning = errors.New("BGP is not running")
 //     statement, matching GRACEFUL_SHUTDOWN on the path, keeps a drain's
 //     values from being overwritten.
 type GoBGP struct {
-	cfg  Config
-	pol  policy.Config
+	cfg  Peering
 	vips map[netip.Prefix]bool
 	log  *slog.Logger
 
@@ -120,10 +120,14 @@ type peerTrack struct {
 
 var _ Router = (*GoBGP)(nil)
 
-// NewGoBGP returns a stopped router for a validated cfg. vips are the only
-// prefixes Announce accepts and the only ones the export policy lets out;
-// pol gives each session its attributes. A nil log discards.
-func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logger) (*GoBGP, error) {
+func newPeerTrack(n Neighbor) *peerTrack {
+	return &peerTrack{password: n.PasswordFile != "", state: StateIdle, maxPrefixes: n.MaxPrefixes}
+}
+
+// NewGoBGP returns a stopped router for the peering cfg (see Config.Parse).
+// vips are the only prefixes Set accepts and the only ones the export
+// policy lets out. A nil log discards.
+func NewGoBGP(cfg Peering, vips []netip.Prefix, log *slog.Logger) (*GoBGP, error) {
 	if len(vips) == 0 {
 		return nil, errors.New("no VIPs: vipcast needs at least one prefix to advertise")
 	}
@@ -131,8 +135,7 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &GoBGP{
-		cfg:          cfg.WithDefaults(),
-		pol:          pol,
+		cfg:          cfg,
 		vips:         make(map[netip.Prefix]bool, len(vips)),
 		log:          log,
 		paths:        map[netip.Prefix]announced{},
@@ -143,21 +146,14 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		nextHopEvery: nextHopRefresh,
 		recoverCh:    make(chan netip.Addr, recoverQueue),
 	}
-	if _, err := g.sessionExports(g.cfg.Peers); err != nil {
-		return nil, err
-	}
 	for _, p := range vips {
 		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
 			return nil, fmt.Errorf("VIP %s is not a canonical IPv4 or IPv6 prefix; use e.g. 192.0.2.10/32", p)
 		}
 		g.vips[p] = true
 	}
-	for _, p := range g.cfg.Peers {
-		a, err := netip.ParseAddr(p.Address)
-		if err != nil {
-			return nil, fmt.Errorf("peer address %q: %w", p.Address, err)
-		}
-		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle, maxPrefixes: p.MaxPrefixes}
+	for _, n := range g.cfg.Neighbors {
+		g.peers[n.Addr] = newPeerTrack(n)
 	}
 	return g, nil
 }
@@ -202,20 +198,16 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 	if err := s.WatchEvent(watchCtx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, g.onEvent); err != nil {
 		return fmt.Errorf("watching peers: %w", err)
 	}
-	exports, err := g.sessionExports(g.cfg.Peers)
-	if err != nil {
-		return err
-	}
-	for i, p := range g.cfg.Peers {
-		ap, err := apiPeer(p)
+	for _, n := range g.cfg.Neighbors {
+		ap, err := apiPeer(n)
 		if err != nil {
-			return fmt.Errorf("peer %s: %w", p.Address, err)
+			return fmt.Errorf("peer %s: %w", n.Addr, err)
 		}
-		if err := g.setExport(ctx, p, exports[i], g.ipv6NextHop(i, p)); err != nil {
-			return fmt.Errorf("peer %s: export policy: %w", p.Address, err)
+		if err := g.setExport(ctx, n, g.ipv6NextHop(n)); err != nil {
+			return fmt.Errorf("peer %s: export policy: %w", n.Addr, err)
 		}
 		if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
-			return fmt.Errorf("peer %s: %w", p.Address, err)
+			return fmt.Errorf("peer %s: %w", n.Addr, err)
 		}
 	}
 	// BFD only once every peer exists in GoBGP (a BFD peer waits there
@@ -230,7 +222,7 @@ func (g *GoBGP) Start(ctx context.Context) (err error) {
 	go g.refreshNextHops(watchCtx, g.nextHopDone)
 	g.recoverDone = make(chan struct{})
 	go g.recoverLoop(watchCtx, g.recoverDone)
-	g.log.Info("BGP started", "asn", g.cfg.BGP.ASN, "routerid", rid, "peers", len(g.cfg.Peers), "listenport", g.cfg.BGP.ListenPort)
+	g.log.Info("BGP started", "asn", g.cfg.BGP.ASN, "routerid", rid, "peers", len(g.cfg.Neighbors), "listenport", g.cfg.BGP.ListenPort)
 	return nil
 }
 
@@ -294,30 +286,14 @@ func vipFamily(p netip.Prefix) string {
 	return "v4"
 }
 
-// sessionExports computes every peer's policy.Export, in order.
-func (g *GoBGP) sessionExports(peers []Peer) ([]policy.Export, error) {
-	out := make([]policy.Export, len(peers))
-	var errs []error
-	for i, p := range peers {
-		var err error
-		if out[i], err = g.pol.Export(fmt.Sprintf("peers[%d].policy", i), p.Policy); err != nil {
-			errs = append(errs, fmt.Errorf("peer %s: %w", p.Address, err))
-		}
-	}
-	return out, errors.Join(errs...)
-}
-
-// setExport installs p's export policy, replacing the one it had. The new
+// setExport installs n's export policy, replacing the one it had. The new
 // one goes in before the old one leaves, so no path is evaluated without a
 // policy for p (which would withdraw it). nh is the IPv6 VIPs' next hop on
 // this session; a refused one leaves them out of the policy, so they are
 // not sent. Callers hold mu or own g.srv.
-func (g *GoBGP) setExport(ctx context.Context, p Peer, e policy.Export, nh nextHop6) error {
+func (g *GoBGP) setExport(ctx context.Context, n Neighbor, nh nextHop6) error {
 	s := g.srv
-	addr, err := netip.ParseAddr(p.Address)
-	if err != nil {
-		return err
-	}
+	addr, e := n.Addr, n.Export
 	old, had := g.exports[addr]
 	nset := peerSetName + addr.String()
 	if !had {
@@ -335,7 +311,7 @@ func (g *GoBGP) setExport(ctx context.Context, p Peer, e policy.Export, nh nextH
 			continue
 		}
 		actions := func(s policy.Session) *api.Actions {
-			a := sessionActions(s, p.LocalASN)
+			a := sessionActions(s, n.LocalASN)
 			if fam == "v6" && nh.addr.IsValid() {
 				a.Nexthop = &api.NexthopAction{Address: nh.addr.String()}
 			}
@@ -448,7 +424,7 @@ func sessionActions(s policy.Session, asn uint32) *api.Actions {
 	return a
 }
 
-func apiPeer(p Peer) (*api.Peer, error) {
+func apiPeer(p Neighbor) (*api.Peer, error) {
 	var pw string
 	if p.PasswordFile != "" {
 		var err error
@@ -457,7 +433,7 @@ func apiPeer(p Peer) (*api.Peer, error) {
 		}
 	}
 	ap := &api.Peer{
-		Conf: &api.PeerConf{NeighborAddress: p.Address, PeerAsn: p.ASN, LocalAsn: p.LocalASN, AuthPassword: pw},
+		Conf: &api.PeerConf{NeighborAddress: p.Addr.String(), PeerAsn: p.ASN, LocalAsn: p.LocalASN, AuthPassword: pw},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			HoldTime:          uint64(p.HoldTime / time.Second),
 			KeepaliveInterval: uint64(p.KeepaliveTime / time.Second),
@@ -502,48 +478,59 @@ func apiPeer(p Peer) (*api.Peer, error) {
 	return ap, nil
 }
 
-// Announce adds or replaces the path for a configured VIP. Announcing the
-// same attributes again is a no-op, so a reconcile loop does not make GoBGP
-// resend UPDATEs.
-func (g *GoBGP) Announce(ctx context.Context, prefix netip.Prefix, attrs policy.Attributes) error {
-	if !g.vips[prefix] {
-		return fmt.Errorf("announce %s: not a configured VIP; vipcast only advertises its VIPs", prefix)
+// Set makes vipcast's paths in GoBGP's RIB exactly want, diffing against
+// the paths it added: withdrawn first (by the UUID GoBGP gave each path),
+// then added or replaced. A path already there with the same attributes is
+// left alone, so a reconcile loop does not make GoBGP resend UPDATEs. A
+// prefix that is not a configured VIP fails the call before anything
+// changes; a failed prefix does not stop the others, and the next Set with
+// the same want retries it.
+func (g *GoBGP) Set(ctx context.Context, want map[netip.Prefix]policy.Attributes) error {
+	wanted := slices.SortedFunc(maps.Keys(want), netip.Prefix.Compare)
+	for _, p := range wanted {
+		if !g.vips[p] {
+			return fmt.Errorf("announce %s: not a configured VIP; vipcast only advertises its VIPs", p)
+		}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.phase != phaseRunning {
-		return fmt.Errorf("announce %s: %w", prefix, ErrNotRunning)
+		if len(want) == 0 {
+			return nil // nothing is announced outside Start..Stop
+		}
+		return fmt.Errorf("announce %s: %w", wanted[0], ErrNotRunning)
 	}
-	if cur, ok := g.paths[prefix]; ok && reflect.DeepEqual(cur.attrs, attrs) {
-		return nil
+	var errs []error
+	for _, p := range slices.SortedFunc(maps.Keys(g.paths), netip.Prefix.Compare) {
+		if _, keep := want[p]; keep {
+			continue
+		}
+		if err := g.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Uuid: g.paths[p].uuid}); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
+			continue
+		}
+		delete(g.paths, p)
+		g.log.Debug("prefix withdrawn", "prefix", p)
 	}
-	path, err := apiPath(prefix, attrs)
-	if err != nil {
-		return fmt.Errorf("announce %s: %w", prefix, err)
+	for _, p := range wanted {
+		attrs := want[p]
+		if cur, ok := g.paths[p]; ok && reflect.DeepEqual(cur.attrs, attrs) {
+			continue
+		}
+		path, err := apiPath(p, attrs)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("announce %s: %w", p, err))
+			continue
+		}
+		resp, err := g.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("announce %s: %w", p, err))
+			continue
+		}
+		g.paths[p] = announced{uuid: resp.Uuid, attrs: cloneAttrs(attrs)}
+		g.log.Debug("prefix announced", "prefix", p)
 	}
-	resp, err := g.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
-	if err != nil {
-		return fmt.Errorf("announce %s: %w", prefix, err)
-	}
-	g.paths[prefix] = announced{uuid: resp.Uuid, attrs: cloneAttrs(attrs)}
-	g.log.Debug("prefix announced", "prefix", prefix)
-	return nil
-}
-
-// Withdraw removes the path for prefix by the UUID GoBGP gave it.
-func (g *GoBGP) Withdraw(ctx context.Context, prefix netip.Prefix) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	cur, ok := g.paths[prefix]
-	if !ok || g.phase != phaseRunning {
-		return nil
-	}
-	if err := g.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Uuid: cur.uuid}); err != nil {
-		return fmt.Errorf("withdraw %s: %w", prefix, err)
-	}
-	delete(g.paths, prefix)
-	g.log.Debug("prefix withdrawn", "prefix", prefix)
-	return nil
+	return errors.Join(errs...)
 }
 
 // apiPath builds the locally originated path. The unspecified next hop
@@ -603,7 +590,7 @@ func cloneAttrs(a policy.Attributes) policy.Attributes {
 func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
 	g.mu.Lock()
 	s, running := g.srv, g.phase == phaseRunning
-	cfgPeers := g.cfg.Peers // Reconfigure replaces the slice under g.mu
+	cfgPeers := g.cfg.Neighbors // Reconfigure replaces the slice under g.mu
 	g.mu.Unlock()
 	got := map[netip.Addr]*api.Peer{}
 	if running {
@@ -636,7 +623,7 @@ func (g *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
 	}
 	out := make([]PeerStatus, 0, len(cfgPeers))
 	for _, p := range cfgPeers {
-		addr, _ := netip.ParseAddr(p.Address)
+		addr := p.Addr
 		st := PeerStatus{Address: addr, ASN: p.ASN, State: StateIdle, BFD: bfdByPeer[addr]}
 		if !running {
 			st.LastError = ErrNotRunning.Error()
@@ -731,12 +718,11 @@ func (g *GoBGP) shutdown(ctx context.Context) error {
 func (g *GoBGP) startBFD(ctx context.Context) error {
 	var sessions []bfd.SessionConfig
 	multihop := false
-	for _, p := range g.cfg.Peers {
+	for _, p := range g.cfg.Neighbors {
 		if !p.BFD.Enabled {
 			continue
 		}
-		addr, _ := netip.ParseAddr(p.Address)
-		local, _ := netip.ParseAddr(p.SourceAddress) // zero when unset
+		addr, local := p.Addr, p.Source
 		sc := bfd.SessionConfig{
 			Peer: addr, Local: local, Multihop: p.EBGPMultihop > 1, MaxHops: p.EBGPMultihop,
 			DesiredMinTx: p.BFD.MinTx, RequiredMinRx: p.BFD.MinRx, DetectMult: p.BFD.Multiplier,

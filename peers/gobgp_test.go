@@ -76,7 +76,7 @@ func startVipcastPolicy(t *testing.T, r *bgptest.Router, pol policy.Config, peer
 		t.Fatalf("test config: %v", err)
 	}
 	logs := &syncBuffer{}
-	g, err := NewGoBGP(cfg, pol, vips, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	g, err := NewGoBGP(mustParse(t, cfg, pol), vips, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestGoBGPAnnounceWithdrawStop(t *testing.T) {
 		MED:              u32(50),
 		LocalPref:        u32(200),
 	}
-	if err := g.Announce(ctx, vip4, attrs); err != nil {
+	if err := g.announce(ctx, vip4, attrs); err != nil {
 		t.Fatal(err)
 	}
 	got := waitRouterPath(t, r, func(bgptest.Path) bool { return true })
@@ -178,23 +178,23 @@ func TestGoBGPAnnounceWithdrawStop(t *testing.T) {
 
 	// Same prefix, new attributes: replaced, not added.
 	attrs.MED = u32(70)
-	if err := g.Announce(ctx, vip4, attrs); err != nil {
+	if err := g.announce(ctx, vip4, attrs); err != nil {
 		t.Fatal(err)
 	}
 	waitRouterPath(t, r, func(p bgptest.Path) bool { return p.MED != nil && *p.MED == 70 })
 
-	if err := g.Announce(ctx, netip.MustParsePrefix("203.0.113.11/32"), attrs); err == nil {
+	if err := g.announce(ctx, netip.MustParsePrefix("203.0.113.11/32"), attrs); err == nil {
 		t.Error("Announce of a prefix that is not a VIP succeeded")
 	}
-	if err := g.Withdraw(ctx, vip4); err != nil {
+	if err := g.withdraw(ctx, vip4); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitPrefixes(t, nil, wait)
-	if err := g.Withdraw(ctx, vip4); err != nil {
+	if err := g.withdraw(ctx, vip4); err != nil {
 		t.Errorf("second Withdraw: %v", err)
 	}
 
-	if err := g.Announce(ctx, vip4, attrs); err != nil {
+	if err := g.announce(ctx, vip4, attrs); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
@@ -210,7 +210,7 @@ func TestGoBGPAnnounceWithdrawStop(t *testing.T) {
 	if err != nil || len(ps) != 1 || ps[0].State != StateIdle {
 		t.Errorf("Peers after Stop = %+v, %v; want one idle peer", ps, err)
 	}
-	if err := g.Announce(ctx, vip4, attrs); !errors.Is(err, ErrNotRunning) {
+	if err := g.announce(ctx, vip4, attrs); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Announce after Stop = %v, want ErrNotRunning", err)
 	}
 }
@@ -227,7 +227,7 @@ func TestGoBGPNothingImportedOnlyVIPsExported(t *testing.T) {
 	g, _ := startVipcast(t, r, Peer{}, vip4)
 	ctx := context.Background()
 	waitPeer(t, g, "established", established)
-	if err := g.Announce(ctx, vip4, policy.Attributes{}); err != nil {
+	if err := g.announce(ctx, vip4, policy.Attributes{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -280,7 +280,7 @@ func TestGoBGPNothingImportedOnlyVIPsExported(t *testing.T) {
 	}
 	// A later update of the VIP is a barrier: once the router has it, any
 	// leaked path sent before it would have arrived too.
-	if err := g.Announce(ctx, vip4, policy.Attributes{MED: u32(9)}); err != nil {
+	if err := g.announce(ctx, vip4, policy.Attributes{MED: u32(9)}); err != nil {
 		t.Fatal(err)
 	}
 	waitRouterPath(t, r, func(p bgptest.Path) bool { return p.MED != nil && *p.MED == 9 })
@@ -302,7 +302,7 @@ func TestGoBGPIPv6(t *testing.T) {
 	ctx := context.Background()
 	waitPeer(t, g, "established", established)
 	for _, p := range []netip.Prefix{vip6, vip4} {
-		if err := g.Announce(ctx, p, policy.Attributes{Communities: []policy.Community{64512<<16 | 6}}); err != nil {
+		if err := g.announce(ctx, p, policy.Attributes{Communities: []policy.Community{64512<<16 | 6}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -313,7 +313,7 @@ func TestGoBGPIPv6(t *testing.T) {
 		t.Errorf("router path %+v, want next hop ::1 and AS path [%d]", p, localASN)
 	}
 	r.WaitPrefixes(t, []netip.Prefix{vip6}, wait)
-	if err := g.Withdraw(ctx, vip6); err != nil {
+	if err := g.withdraw(ctx, vip6); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitPrefixes(t, nil, wait)
@@ -334,7 +334,7 @@ func TestGoBGPMD5(t *testing.T) {
 		r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, Password: secret})
 		g, logs := startVipcast(t, r, Peer{PasswordFile: writePassword(t, secret)}, vip4)
 		waitPeer(t, g, "established", established)
-		if err := g.Announce(context.Background(), vip4, policy.Attributes{}); err != nil {
+		if err := g.announce(context.Background(), vip4, policy.Attributes{}); err != nil {
 			t.Fatal(err)
 		}
 		r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
@@ -377,20 +377,20 @@ func TestNewGoBGPRejectsBadVIPs(t *testing.T) {
 		{netip.MustParsePrefix("::ffff:203.0.113.10/128")},
 		{{}},
 	} {
-		if _, err := NewGoBGP(cfg, policy.Default(), vips, nil); err == nil {
+		if _, err := NewGoBGP(mustParse(t, cfg, policy.Default()), vips, nil); err == nil {
 			t.Errorf("NewGoBGP(%v) succeeded", vips)
 		}
 	}
-	g, err := NewGoBGP(cfg, policy.Default(), []netip.Prefix{vip4}, nil)
+	g, err := NewGoBGP(mustParse(t, cfg, policy.Default()), []netip.Prefix{vip4}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Before Start: nothing to withdraw, nothing to announce, peers idle.
 	ctx := context.Background()
-	if err := g.Withdraw(ctx, vip4); err != nil {
+	if err := g.withdraw(ctx, vip4); err != nil {
 		t.Errorf("Withdraw before Start: %v", err)
 	}
-	if err := g.Announce(ctx, vip4, policy.Attributes{}); !errors.Is(err, ErrNotRunning) {
+	if err := g.announce(ctx, vip4, policy.Attributes{}); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Announce before Start = %v, want ErrNotRunning", err)
 	}
 	ps, err := g.Peers(ctx)
@@ -524,7 +524,7 @@ func TestMaxPrefixesDefault(t *testing.T) {
 	if got := []uint32{c.Peers[0].MaxPrefixes, c.Peers[1].MaxPrefixes}; !slices.Equal(got, []uint32{DefaultMaxPrefixes, 5}) {
 		t.Errorf("MaxPrefixes = %v, want [%d 5]", got, DefaultMaxPrefixes)
 	}
-	ap, err := apiPeer(c.Peers[0])
+	ap, err := apiPeer(mustParse(t, c, policy.Default()).Neighbors[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,7 +543,7 @@ func startVipcastNextHop(t *testing.T, r *bgptest.Router, peer Peer, global glob
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	g, err := NewGoBGP(cfg, policy.Default(), vips, nil)
+	g, err := NewGoBGP(mustParse(t, cfg, policy.Default()), vips, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,7 +572,7 @@ func TestGoBGPIPv6OverIPv4(t *testing.T) {
 	announce := func(t *testing.T, g *GoBGP) {
 		t.Helper()
 		for _, p := range []netip.Prefix{vip4, vip6} {
-			if err := g.Announce(ctx, p, policy.Attributes{}); err != nil {
+			if err := g.announce(ctx, p, policy.Attributes{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -647,7 +647,7 @@ func TestGoBGPIPv6OverIPv4(t *testing.T) {
 		// A reload that sets nextHopIPv6 changes the next hop without
 		// resetting the session.
 		cfg.Peers[0].NextHopIPv6 = "2001:db8:2::99"
-		if err := g.Reconfigure(ctx, cfg); err != nil {
+		if err := g.Reconfigure(ctx, mustParse(t, cfg, policy.Default())); err != nil {
 			t.Fatal(err)
 		}
 		waitPaths(t, r, map[netip.Prefix]netip.Addr{vip4: loop, vip6: netip.MustParseAddr("2001:db8:2::99")})
@@ -661,7 +661,7 @@ func TestGoBGPIPv6OverIPv4(t *testing.T) {
 		g.globalIPv6 = none
 		g.mu.Unlock()
 		cfg.Peers[0].NextHopIPv6 = ""
-		if err := g.Reconfigure(ctx, cfg); err != nil {
+		if err := g.Reconfigure(ctx, mustParse(t, cfg, policy.Default())); err != nil {
 			t.Fatal(err)
 		}
 		waitPaths(t, r, map[netip.Prefix]netip.Addr{vip4: loop})

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
-
-	"github.com/vipcast/vipcast/policy"
 )
 
 // errNoGlobalIPv6 is what the automatic IPv6 next hop fails with when the
@@ -30,24 +28,20 @@ type nextHop6 struct {
 // that routes to peer, and names that interface.
 type globalIPv6Func func(peer netip.Addr) (addr netip.Addr, ifname string, err error)
 
-// ipv6NextHop decides the IPv6 next hop of peer i. An IPv6 VIP sent over an
+// ipv6NextHop decides the IPv6 next hop of n. An IPv6 VIP sent over an
 // IPv4 session would otherwise carry the IPv4-mapped ::ffff:a.b.c.d, which
 // most routers cannot resolve, while vipcast reports the VIP advertised: a
 // black hole. So such a session gets peers[].nextHopIPv6, or the node's
 // global IPv6 address towards the router, or no IPv6 VIPs at all.
-func (g *GoBGP) ipv6NextHop(i int, p Peer) nextHop6 {
-	if !g.hasFamily("v6") || !slices.Contains(p.Families, familyV6) {
+func (g *GoBGP) ipv6NextHop(n Neighbor) nextHop6 {
+	if !g.hasFamily("v6") || !slices.Contains(n.Families, familyV6) {
 		return nextHop6{}
 	}
-	if p.NextHopIPv6 != "" {
-		a, err := netip.ParseAddr(p.NextHopIPv6)
-		if err != nil { // Validate refuses it; never send a bad next hop
-			return nextHop6{refused: fmt.Sprintf("IPv6 VIPs not sent: peers[%d].nextHopIPv6 %q is not an IPv6 address", i, p.NextHopIPv6)}
-		}
-		return nextHop6{addr: a}
+	if n.NextHop.IsValid() {
+		return nextHop6{addr: n.NextHop}
 	}
-	peer, err := netip.ParseAddr(p.Address)
-	if err != nil || (peer.Is6() && !peer.Is4In6()) {
+	peer := n.Addr
+	if peer.Is6() && !peer.Is4In6() {
 		return nextHop6{}
 	}
 	peer = peer.Unmap()
@@ -57,7 +51,7 @@ func (g *GoBGP) ipv6NextHop(i int, p Peer) nextHop6 {
 		if ifname != "" {
 			where = ifname + ", " + where
 		}
-		return nextHop6{refused: fmt.Sprintf("IPv6 VIPs not sent over this IPv4 session: %v on %s for their next hop (an IPv4-mapped next hop does not resolve on routers); add a global IPv6 address there (vipcast looks again every %v) or set peers[%d].nextHopIPv6", err, where, g.nextHopEvery, i)}
+		return nextHop6{refused: fmt.Sprintf("IPv6 VIPs not sent over this IPv4 session: %v on %s for their next hop (an IPv4-mapped next hop does not resolve on routers); add a global IPv6 address there (vipcast looks again every %v) or set %s.nextHopIPv6", err, where, g.nextHopEvery, n.Field)}
 	}
 	return nextHop6{addr: a}
 }
@@ -107,21 +101,14 @@ func (g *GoBGP) refreshNextHops(ctx context.Context, done chan<- struct{}) {
 
 // applyNextHops needs g.mu.
 func (g *GoBGP) applyNextHops(ctx context.Context) {
-	exports, err := g.sessionExports(g.cfg.Peers)
-	if err != nil {
-		return // the running peers were validated; nothing to refresh
-	}
-	for i, p := range g.cfg.Peers {
-		addr, err := netip.ParseAddr(p.Address)
-		if err != nil {
-			continue
-		}
+	for _, n := range g.cfg.Neighbors {
+		addr := n.Addr
 		cur, ok := g.nextHops[addr]
-		nh := g.ipv6NextHop(i, p)
+		nh := g.ipv6NextHop(n)
 		if !ok || cur == nh {
 			continue
 		}
-		if err := g.replaceExport(ctx, p, exports[i], nh); err != nil {
+		if err := g.replaceExport(ctx, n, nh); err != nil {
 			g.log.Error("IPv6 next hop changed but the export policy was not replaced", "peer", addr, "err", err)
 		}
 	}
@@ -134,11 +121,8 @@ func (g *GoBGP) applyNextHops(ctx context.Context) {
 // withdraws what a new export policy rejects. That costs the other sessions
 // a withdraw and re-announce of the IPv6 VIPs, only when a node loses its
 // IPv6 next hop. Callers hold mu.
-func (g *GoBGP) replaceExport(ctx context.Context, p Peer, e policy.Export, nh nextHop6) error {
-	addr, err := netip.ParseAddr(p.Address)
-	if err != nil {
-		return err
-	}
+func (g *GoBGP) replaceExport(ctx context.Context, n Neighbor, nh nextHop6) error {
+	addr := n.Addr
 	if cur, ok := g.nextHops[addr]; ok && cur.refused == "" && nh.refused != "" {
 		var v6 []netip.Prefix
 		for pfx := range g.paths {
@@ -151,7 +135,7 @@ func (g *GoBGP) replaceExport(ctx context.Context, p Peer, e policy.Export, nh n
 				return fmt.Errorf("withdrawing %s: %w", pfx, err)
 			}
 		}
-		err := g.setExport(ctx, p, e, nh)
+		err := g.setExport(ctx, n, nh)
 		for _, pfx := range v6 {
 			cur := g.paths[pfx]
 			path, perr := apiPath(pfx, cur.attrs)
@@ -168,7 +152,7 @@ func (g *GoBGP) replaceExport(ctx context.Context, p Peer, e policy.Export, nh n
 		}
 		return err
 	}
-	if err := g.setExport(ctx, p, e, nh); err != nil {
+	if err := g.setExport(ctx, n, nh); err != nil {
 		return err
 	}
 	if err := g.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {

@@ -26,8 +26,7 @@ var ErrRestartRequired = errors.New("restart required")
 //
 // Changes to bgp.* or to the session of a peer with BFD on either side
 // return ErrRestartRequired and change nothing.
-func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
-	next := cfg.WithDefaults()
+func (g *GoBGP) Reconfigure(ctx context.Context, next Peering) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.phase != phaseRunning {
@@ -36,40 +35,31 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 	if !reflect.DeepEqual(g.cfg.BGP, next.BGP) {
 		return fmt.Errorf("reconfigure: bgp settings changed: %w", ErrRestartRequired)
 	}
-	exports, err := g.sessionExports(next.Peers)
-	if err != nil {
-		return fmt.Errorf("reconfigure: %w", err)
-	}
 	type change struct {
 		addr       netip.Addr
-		old, new   *Peer
-		export     policy.Export
+		old, new   *Neighbor
 		nh         nextHop6
 		policyOnly bool
 	}
-	oldBy := map[netip.Addr]*Peer{}
-	for i := range g.cfg.Peers {
-		a, _ := netip.ParseAddr(g.cfg.Peers[i].Address)
-		oldBy[a] = &g.cfg.Peers[i]
+	oldBy := map[netip.Addr]*Neighbor{}
+	for i := range g.cfg.Neighbors {
+		oldBy[g.cfg.Neighbors[i].Addr] = &g.cfg.Neighbors[i]
 	}
 	var changes []change
 	seen := map[netip.Addr]bool{}
-	for i := range next.Peers {
-		p := &next.Peers[i]
-		a, err := netip.ParseAddr(p.Address)
-		if err != nil {
-			return fmt.Errorf("reconfigure: peer address %q: %w", p.Address, err)
-		}
+	for i := range next.Neighbors {
+		p := &next.Neighbors[i]
+		a := p.Addr
 		seen[a] = true
 		o := oldBy[a]
 		// Looked up again on every reload: an address added since is
 		// taken, and a peer refused for want of one gets its IPv6 VIPs.
-		nh := g.ipv6NextHop(i, *p)
+		nh := g.ipv6NextHop(*p)
 		switch {
-		case o == nil || !sameSession(*o, *p):
-			changes = append(changes, change{addr: a, old: o, new: p, export: exports[i], nh: nh})
-		case !reflect.DeepEqual(o.Policy, p.Policy) || g.nextHops[a] != nh:
-			changes = append(changes, change{addr: a, old: o, new: p, export: exports[i], nh: nh, policyOnly: true})
+		case o == nil || !sameSession(o.Peer, p.Peer):
+			changes = append(changes, change{addr: a, old: o, new: p, nh: nh})
+		case !reflect.DeepEqual(o.Policy, p.Policy) || !reflect.DeepEqual(o.Export, p.Export) || g.nextHops[a] != nh:
+			changes = append(changes, change{addr: a, old: o, new: p, nh: nh, policyOnly: true})
 		}
 	}
 	for a, o := range oldBy {
@@ -98,7 +88,7 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 		if c.policyOnly {
 			// Soft reset out: the session stays, the router gets the path
 			// again with the new attributes.
-			if err := g.replaceExport(ctx, *c.new, c.export, c.nh); err != nil {
+			if err := g.replaceExport(ctx, *c.new, c.nh); err != nil {
 				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
 			}
 			g.log.Info("peer policy changed: paths resent, session kept", "peer", c.addr)
@@ -118,9 +108,9 @@ func (g *GoBGP) Reconfigure(ctx context.Context, cfg Config) error {
 			}
 		} else {
 			g.pmu.Lock()
-			g.peers[c.addr] = &peerTrack{password: c.new.PasswordFile != "", state: StateIdle, maxPrefixes: c.new.MaxPrefixes}
+			g.peers[c.addr] = newPeerTrack(*c.new)
 			g.pmu.Unlock()
-			if err := g.setExport(ctx, *c.new, c.export, c.nh); err != nil {
+			if err := g.setExport(ctx, *c.new, c.nh); err != nil {
 				return fmt.Errorf("reconfigure: peer %s: export policy: %w", c.addr, err)
 			}
 			if err := g.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: adds[c.addr]}); err != nil {

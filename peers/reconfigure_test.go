@@ -18,19 +18,19 @@ func TestGoBGPReconfigure(t *testing.T) {
 	r1 := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
 	g, logs := startVipcast(t, r1, Peer{HoldTime: 9 * time.Second}, vip4, vip6)
 	since := waitPeer(t, g, "established", established).Since
-	if err := g.Announce(context.Background(), vip4, policy.Attributes{}); err != nil {
+	if err := g.announce(context.Background(), vip4, policy.Attributes{}); err != nil {
 		t.Fatal(err)
 	}
 	r1.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
 
 	r2 := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, Address: "127.0.0.2", PeerAddress: "127.0.0.1"})
-	cfg := g.cfg // the running, defaulted config
+	cfg := Config{BGP: g.cfg.BGP} // the running, defaulted config
+	for _, n := range g.cfg.Neighbors {
+		cfg.Peers = append(cfg.Peers, n.Peer)
+	}
 	p2 := Peer{Address: r2.Address(), ASN: routerASN, Port: uint16(r2.Port()), ConnectRetry: time.Second}
 	next := Config{BGP: cfg.BGP, Peers: append(append([]Peer(nil), cfg.Peers...), p2)}
-	if err := next.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Reconfigure(context.Background(), next); err != nil {
+	if err := g.Reconfigure(context.Background(), mustParse(t, next, policy.Default())); err != nil {
 		t.Fatal(err)
 	}
 	r2.WaitEstablished(t, true, wait)
@@ -47,7 +47,7 @@ func TestGoBGPReconfigure(t *testing.T) {
 	}
 
 	// Remove the first router: only its session goes.
-	if err := g.Reconfigure(context.Background(), Config{BGP: cfg.BGP, Peers: []Peer{p2}}); err != nil {
+	if err := g.Reconfigure(context.Background(), mustParse(t, Config{BGP: cfg.BGP, Peers: []Peer{p2}}, policy.Default())); err != nil {
 		t.Fatal(err)
 	}
 	r1.WaitEstablished(t, false, wait)
@@ -58,11 +58,11 @@ func TestGoBGPReconfigure(t *testing.T) {
 	// Global changes and BFD peers need a restart and change nothing.
 	bad := Config{BGP: cfg.BGP, Peers: []Peer{p2}}
 	bad.BGP.ASN++
-	if err := g.Reconfigure(context.Background(), bad); !errors.Is(err, ErrRestartRequired) {
+	if err := g.Reconfigure(context.Background(), mustParse(t, bad, policy.Default())); !errors.Is(err, ErrRestartRequired) {
 		t.Errorf("bgp.asn change: %v, want ErrRestartRequired", err)
 	}
 	withBFD := Config{BGP: cfg.BGP, Peers: []Peer{p2, {Address: "192.0.2.77", ASN: routerASN, BFD: BFDConfig{Enabled: true}}}}
-	if err := g.Reconfigure(context.Background(), withBFD); !errors.Is(err, ErrRestartRequired) {
+	if err := g.Reconfigure(context.Background(), mustParse(t, withBFD, policy.Default())); !errors.Is(err, ErrRestartRequired) {
 		t.Errorf("BFD peer: %v, want ErrRestartRequired", err)
 	}
 	if ps, _ := g.Peers(context.Background()); len(ps) != 1 {

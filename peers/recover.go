@@ -56,10 +56,10 @@ func (g *GoBGP) recreatePeer(ctx context.Context, addr netip.Addr) error {
 	if g.phase != phaseRunning {
 		return nil
 	}
-	var cfg *Peer
-	for i := range g.cfg.Peers {
-		if a, err := netip.ParseAddr(g.cfg.Peers[i].Address); err == nil && a == addr {
-			cfg = &g.cfg.Peers[i]
+	var cfg *Neighbor
+	for i := range g.cfg.Neighbors {
+		if g.cfg.Neighbors[i].Addr == addr {
+			cfg = &g.cfg.Neighbors[i]
 		}
 	}
 	if cfg == nil {

@@ -28,7 +28,7 @@ func TestGoBGPSessionRecovery(t *testing.T) {
 	second := netip.MustParsePrefix("203.0.113.20/32")
 	g, logs := startVipcast(t, r, Peer{}, vip4, second)
 	ctx := context.Background()
-	if err := g.Announce(ctx, vip4, policy.Attributes{}); err != nil {
+	if err := g.announce(ctx, vip4, policy.Attributes{}); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
@@ -47,7 +47,7 @@ func TestGoBGPSessionRecovery(t *testing.T) {
 		}
 		// An UPDATE sent after the session came up arriving means any Cease
 		// sent when it came up would have arrived too.
-		if err := g.Announce(ctx, second, policy.Attributes{}); err != nil {
+		if err := g.announce(ctx, second, policy.Attributes{}); err != nil {
 			t.Fatal(err)
 		}
 		r.WaitPrefixes(t, []netip.Prefix{vip4, second}, wait)
@@ -60,7 +60,7 @@ func TestGoBGPSessionRecovery(t *testing.T) {
 		if after := logs.String()[mark:]; strings.Contains(after, `msg="sent notification"`) {
 			t.Errorf("round %d: vipcast sent a notification on the new session:\n%s", round, after)
 		}
-		if err := g.Withdraw(ctx, second); err != nil {
+		if err := g.withdraw(ctx, second); err != nil {
 			t.Fatal(err)
 		}
 		r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)

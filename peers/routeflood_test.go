@@ -176,7 +176,7 @@ func TestGoBGPRouteFloodBounded(t *testing.T) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	base := ms.HeapInuse
-	g, err := NewGoBGP(cfg, policy.Default(), []netip.Prefix{vip4}, slog.New(slog.DiscardHandler))
+	g, err := NewGoBGP(mustParse(t, cfg, policy.Default()), []netip.Prefix{vip4}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

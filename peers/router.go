@@ -14,11 +14,20 @@ import (
 type Router interface {
 	// Start brings up the BGP instance and begins connecting to the peers.
 	Start(ctx context.Context) error
-	// Announce adds or replaces the locally originated path for prefix.
-	Announce(ctx context.Context, prefix netip.Prefix, attrs policy.Attributes) error
-	// Withdraw removes the path for prefix; withdrawing an absent prefix is
-	// not an error.
-	Withdraw(ctx context.Context, prefix netip.Prefix) error
+	// Set makes the locally originated paths exactly want: a prefix not in
+	// want is withdrawn, one in it is announced with its attributes, and
+	// one already announced with the same attributes is left alone (no
+	// UPDATE). A prefix that is not one of the router's VIPs fails the
+	// whole call and changes nothing. Outside Start..Stop an empty want is
+	// a no-op and any other fails with ErrNotRunning. On an error some
+	// prefixes may have changed; calling Set again with the same want
+	// finishes the job.
+	Set(ctx context.Context, want map[netip.Prefix]policy.Attributes) error
+	// Reconfigure applies a new peering (see Config.Parse) to the running
+	// router, touching only the sessions that changed. Changes it cannot
+	// make live fail with ErrRestartRequired and change nothing; outside
+	// Start..Stop it fails with ErrNotRunning.
+	Reconfigure(ctx context.Context, p Peering) error
 	// Peers reports every configured peer's session.
 	Peers(ctx context.Context) ([]PeerStatus, error)
 	// Stop closes every session with a Cease notification and shuts the

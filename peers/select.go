@@ -19,39 +19,60 @@ type NodeInfo struct {
 	LabelsKnown bool
 }
 
-// Select returns c with only the peers that apply to node n, and one
-// reason per peer skipped. A peer applies when it has no nodeCIDRs or one of
-// n's addresses is in them, and it has no nodeSelector or every one of its
+// SkipReason is why a peer does not apply to a node.
+type SkipReason int
+
+const (
+	// SkipNodeCIDRs: no address of the node is in the peer's nodeCIDRs.
+	SkipNodeCIDRs SkipReason = iota + 1
+	// SkipNodeSelector: the node's labels do not match the nodeSelector.
+	SkipNodeSelector
+	// SkipLabelsUnknown: the peer has a nodeSelector and the node's labels
+	// could not be read, so it is skipped until a reload sees them.
+	SkipLabelsUnknown
+)
+
+// Skipped is one peer that does not apply to the node.
+type Skipped struct {
+	// Field and Addr name the peer (Neighbor.Field, Neighbor.Addr).
+	Field  string
+	Addr   netip.Addr
+	Reason SkipReason
+	// Detail says it for an operator.
+	Detail string
+}
+
+func (s Skipped) String() string { return fmt.Sprintf("%s (%s): %s", s.Field, s.Addr, s.Detail) }
+
+// Select returns p with only the neighbors that apply to node n, and the
+// ones skipped. A peer applies when it has no nodeCIDRs or one of n's
+// addresses is in them, and it has no nodeSelector or every one of its
 // labels matches n's (matchLabels semantics).
 //
-// Unknown labels: a peer with a nodeSelector is skipped, and its reason
-// says so. Skipping is the safe side: a node that should not talk to a
-// router never does, and a node that should is only late (the caller logs
-// the reason loudly and selection runs again on reload). Peering with
+// Unknown labels: a peer with a nodeSelector is skipped, with reason
+// SkipLabelsUnknown. Skipping is the safe side: a node that should not
+// talk to a router never does, and a node that should is only late (the
+// caller logs it loudly and selection runs again on reload). Peering with
 // every selector-guarded router instead would announce the VIP from a
 // node the network team excluded.
-func (c Config) Select(n NodeInfo) (Config, []string) {
-	out := c
-	out.Peers = nil
-	var skipped []string
-	for i, p := range c.Peers {
-		if why := p.skipReason(n); why != "" {
-			skipped = append(skipped, fmt.Sprintf("peers[%d] (%s): %s", i, p.Address, why))
+func (p Peering) Select(n NodeInfo) (Peering, []Skipped) {
+	out := p
+	out.Neighbors = nil
+	var skipped []Skipped
+	for _, nb := range p.Neighbors {
+		if why, detail := nb.skipReason(n); why != 0 {
+			skipped = append(skipped, Skipped{Field: nb.Field, Addr: nb.Addr, Reason: why, Detail: detail})
 			continue
 		}
-		out.Peers = append(out.Peers, p)
+		out.Neighbors = append(out.Neighbors, nb)
 	}
 	return out, skipped
 }
 
-func (p Peer) skipReason(n NodeInfo) string {
-	if len(p.NodeCIDRs) > 0 {
+func (nb Neighbor) skipReason(n NodeInfo) (SkipReason, string) {
+	if len(nb.Nodes) > 0 {
 		in := false
-		for _, s := range p.NodeCIDRs {
-			pfx, err := netip.ParsePrefix(s)
-			if err != nil {
-				continue // Validate reports it
-			}
+		for _, pfx := range nb.Nodes {
 			for _, a := range n.Addresses {
 				if pfx.Contains(a.Unmap()) || pfx.Contains(a) {
 					in = true
@@ -59,20 +80,20 @@ func (p Peer) skipReason(n NodeInfo) string {
 			}
 		}
 		if !in {
-			return fmt.Sprintf("no address of this node is in nodeCIDRs %v", p.NodeCIDRs)
+			return SkipNodeCIDRs, fmt.Sprintf("no address of this node is in nodeCIDRs %v", nb.NodeCIDRs)
 		}
 	}
-	if len(p.NodeSelector) > 0 {
+	if len(nb.NodeSelector) > 0 {
 		if !n.LabelsKnown {
-			return fmt.Sprintf("nodeSelector %s cannot be evaluated: the node's labels are unknown (Kubernetes API unavailable); skipped until a reload sees them", fmtLabels(p.NodeSelector))
+			return SkipLabelsUnknown, fmt.Sprintf("nodeSelector %s cannot be evaluated: the node's labels are unknown (Kubernetes API unavailable); skipped until a reload sees them", fmtLabels(nb.NodeSelector))
 		}
-		for k, v := range p.NodeSelector {
+		for k, v := range nb.NodeSelector {
 			if got, ok := n.Labels[k]; !ok || got != v {
-				return fmt.Sprintf("nodeSelector %s does not match the node's labels (%s=%q)", fmtLabels(p.NodeSelector), k, got)
+				return SkipNodeSelector, fmt.Sprintf("nodeSelector %s does not match the node's labels (%s=%q)", fmtLabels(nb.NodeSelector), k, got)
 			}
 		}
 	}
-	return ""
+	return 0, ""
 }
 
 func fmtLabels(m map[string]string) string {

@@ -119,15 +119,21 @@ const (
 	OnWithdrawKeep   = "keep"
 )
 
-// Prefixes returns the parsed VIPs; call Validate first.
-func (c Config) Prefixes() []netip.Prefix {
+// Prefixes returns the parsed VIPs. An entry that does not parse is an
+// error naming it (Validate says more); the ones that parse are returned
+// all the same, for removing stale VIPs with a configuration that failed.
+func (c Config) Prefixes() ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(c.VIPs))
-	for _, s := range c.VIPs {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p)
+	var errs []error
+	for i, s := range c.VIPs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("vips[%d]: %q is not a prefix; write a host prefix such as 203.0.113.10/32", i, s))
+			continue
 		}
+		out = append(out, p)
 	}
-	return out
+	return out, errors.Join(errs...)
 }
 
 // Validate returns every problem at once, each naming the field, the value

@@ -75,10 +75,15 @@ func TestLoopbackIntegration(t *testing.T) {
 		BGP:   peers.Global{ASN: 64512, RouterID: "192.0.2.11"},
 		Peers: []peers.Peer{{Address: "127.0.0.1", ASN: 65000, Port: uint16(rtr.Port()), ConnectRetry: time.Second}},
 	}
-	if err := pcfg.Validate(); err != nil {
+	peering, err := pcfg.Parse(policy.Default())
+	if err != nil {
 		t.Fatal(err)
 	}
-	router, err := peers.NewGoBGP(pcfg, policy.Default(), cfg.Prefixes(), nil)
+	vips, err := cfg.Prefixes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := peers.NewGoBGP(peering, vips, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +92,7 @@ func TestLoopbackIntegration(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer prober.Close()
-	addrs := newMemAddrs(peers.NewFake())
+	addrs := newMemAddrs(peers.NewFake(nil))
 	sp, err := New(cfg, Deps{Router: router, Addresses: addrs, Prober: prober, Attributes: policy.Attributes{Communities: []policy.Community{64512<<16 | 100}}})
 	if err != nil {
 		t.Fatal(err)

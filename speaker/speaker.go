@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -98,8 +100,12 @@ func New(cfg Config, d Deps) (*Speaker, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	vips, err := cfg.Prefixes()
+	if err != nil {
+		return nil, fmt.Errorf("speaker: %w", err)
+	}
 	s := &Speaker{
-		cfg: cfg, vips: cfg.Prefixes(), d: d,
+		cfg: cfg, vips: vips, d: d,
 		shutdownCh: make(chan struct{}),
 		drainCh:    make(chan drainReq),
 		lc:         newLifecycle(),
@@ -412,41 +418,52 @@ func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.T
 	now := s.d.Now()
 	if m.Announce() {
 		s.removeAt = time.Time{}
+		graceful := m.reason == ReasonGracefulShutdown
+		want := map[netip.Prefix]policy.Attributes{}
+		changed := false
 		for _, v := range s.vips {
 			// The address goes up before the route, so the first packet a
 			// router sends finds the node answering.
 			if !s.onLo[v] {
 				if err := s.d.Addresses.Add(v); err != nil {
 					log.Error("adding VIP to loopback", "vip", v, "err", err)
+					if s.inRIB[v] {
+						want[v] = s.ribAttrs(s.ribGraceful[v]) // left as it is
+					}
 					continue
 				}
 				s.onLo[v] = true
 			}
-			graceful := m.reason == ReasonGracefulShutdown
-			if !s.inRIB[v] || s.ribGraceful[v] != graceful {
-				attrs := s.d.Attributes
-				if graceful {
-					attrs = attrs.WithGracefulShutdown(s.d.GracefulShutdown)
-				}
-				if err := s.d.Router.Announce(ctx, v, attrs); err != nil {
-					log.Error("announcing VIP", "vip", v, "err", err)
-					continue
-				}
+			want[v] = s.ribAttrs(graceful)
+			changed = changed || !s.inRIB[v] || s.ribGraceful[v] != graceful
+		}
+		if !changed {
+			return
+		}
+		if err := s.d.Router.Set(ctx, want); err != nil {
+			log.Error("announcing VIPs", "vip", slices.SortedFunc(maps.Keys(want), netip.Prefix.Compare), "err", err)
+			return
+		}
+		for v := range want {
+			if s.onLo[v] {
 				s.inRIB[v], s.ribGraceful[v] = true, graceful
 			}
 		}
 		return
 	}
 	anyOnLo := false
+	anyInRIB := false
 	for _, v := range s.vips {
-		if s.inRIB[v] {
-			if err := s.d.Router.Withdraw(ctx, v); err != nil {
-				log.Error("withdrawing VIP", "vip", v, "err", err)
-				continue
-			}
-			s.inRIB[v], s.ribGraceful[v] = false, false
-		}
+		anyInRIB = anyInRIB || s.inRIB[v]
 		anyOnLo = anyOnLo || s.onLo[v]
+	}
+	if anyInRIB {
+		if err := s.d.Router.Set(ctx, nil); err != nil {
+			log.Error("withdrawing VIPs", "err", err)
+		} else {
+			clear(s.inRIB)
+			clear(s.ribGraceful)
+		}
 	}
 	if !anyOnLo || s.cfg.Loopback.OnWithdraw == OnWithdrawKeep {
 		return
@@ -482,14 +499,10 @@ func (s *Speaker) finish(runCtx context.Context, m *Machine, drain bool) error {
 	defer cancel()
 	tr := m.Shutdown(s.d.Now())
 	var errs []error
-	for _, v := range s.vips {
-		if s.inRIB[v] {
-			if err := s.d.Router.Withdraw(ctx, v); err != nil {
-				errs = append(errs, fmt.Errorf("withdraw %s: %w", v, err))
-			}
-			s.inRIB[v] = false
-		}
+	if err := s.d.Router.Set(ctx, nil); err != nil {
+		errs = append(errs, fmt.Errorf("withdraw: %w", err))
 	}
+	clear(s.inRIB)
 	s.record(m, tr, nil)
 	if drain && s.cfg.Shutdown.DrainPeriod > 0 {
 		t := time.NewTimer(s.cfg.Shutdown.DrainPeriod)
@@ -509,6 +522,15 @@ func (s *Speaker) finish(runCtx context.Context, m *Machine, drain bool) error {
 	}
 	log.Info("stopped", "err", errors.Join(errs...))
 	return errors.Join(errs...)
+}
+
+// ribAttrs are the attributes of the VIP paths, with or without the
+// graceful-shutdown ones.
+func (s *Speaker) ribAttrs(graceful bool) policy.Attributes {
+	if graceful {
+		return s.d.Attributes.WithGracefulShutdown(s.d.GracefulShutdown)
+	}
+	return s.d.Attributes
 }
 
 func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {

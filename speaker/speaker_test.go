@@ -130,7 +130,11 @@ func start(t *testing.T, cfg Config, stale ...netip.Prefix) *harness {
 func startWith(t *testing.T, cfg Config, mod func(*Deps), stale ...netip.Prefix) *harness {
 	t.Helper()
 	// No cfg.Validate: the tests run faster than the validated ranges allow.
-	router := peers.NewFake(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
+	vips, err := cfg.Prefixes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := peers.NewFake(vips, peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
 	h := &harness{t: t, router: router, addrs: newMemAddrs(router, stale...), probe: &switchProber{}, done: make(chan error, 1)}
 	d := Deps{Router: router, Addresses: h.addrs, Prober: h.probe, Attributes: policy.Attributes{Communities: []policy.Community{1}}}
 	mod(&d)
@@ -326,13 +330,13 @@ func TestSpeakerDrain(t *testing.T) {
 
 func TestSpeakerRetriesFailedAnnounce(t *testing.T) {
 	h := start(t, testConfig())
-	h.router.SetError("Announce", errors.New("injected"))
+	h.router.SetError("Set", errors.New("injected"))
 	h.probe.ok.Store(true)
-	h.eventually("announce attempted", func() bool { return h.router.Calls().Announce >= 2 })
+	h.eventually("announce attempted", func() bool { return h.router.Calls().Set >= 2 })
 	if !h.withdrawn() {
 		t.Fatal("announced despite errors")
 	}
-	h.router.SetError("Announce", nil)
+	h.router.SetError("Set", nil)
 	h.eventually("announced once the router recovers", h.announced)
 }
 

@@ -46,7 +46,9 @@ func removeStaleVIPs(cfg fileConfig, log *slog.Logger) {
 		ifname = "lo"
 	}
 	var vips []netip.Prefix
-	for _, p := range cfg.Speaker.Prefixes() {
+	// The configuration may have failed validation: what parses is removed.
+	parsed, _ := cfg.Speaker.Prefixes()
+	for _, p := range parsed {
 		if p.IsSingleIP() {
 			vips = append(vips, p)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"os"
 	"reflect"
 	"regexp"
@@ -71,12 +72,19 @@ func addConfigFlags(fs *pflag.FlagSet) {
 // loadConfig reads the file named by --config, then VIPCAST_* variables,
 // then flags; later ones win. It returns every problem at once.
 func loadConfig(fs *pflag.FlagSet, environ []string) (fileConfig, error) {
+	cfg, _, err := loadSettings(fs, environ)
+	return cfg, err
+}
+
+// loadSettings is loadConfig that also returns the typed values the
+// validation produced.
+func loadSettings(fs *pflag.FlagSet, environ []string) (fileConfig, parsed, error) {
 	path, _ := fs.GetString("config")
 	var in io.Reader
 	if path != "" {
 		f, err := os.Open(path)
 		if err != nil {
-			return fileConfig{}, fmt.Errorf("--config: %w; pass a readable YAML file", err)
+			return fileConfig{}, parsed{}, fmt.Errorf("--config: %w; pass a readable YAML file", err)
 		}
 		defer f.Close()
 		in = f
@@ -92,17 +100,24 @@ func loadConfig(fs *pflag.FlagSet, environ []string) (fileConfig, error) {
 			overrides[f.key], _ = fs.GetString(f.flag)
 		}
 	}
-	return parseConfig(in, environ, overrides)
+	return parseSettings(in, environ, overrides)
 }
 
 // parseConfig is loadConfig without the file system; the fuzz target and
 // the tests drive it directly.
 func parseConfig(in io.Reader, environ []string, overrides map[string]any) (fileConfig, error) {
+	cfg, _, err := parseSettings(in, environ, overrides)
+	return cfg, err
+}
+
+// parseSettings is parseConfig that also returns the typed values; they
+// are set only when there is no error.
+func parseSettings(in io.Reader, environ []string, overrides map[string]any) (fileConfig, parsed, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if in != nil {
 		if err := v.ReadConfig(in); err != nil {
-			return fileConfig{}, fmt.Errorf("config file: %w; fix the YAML syntax", err)
+			return fileConfig{}, parsed{}, fmt.Errorf("config file: %w; fix the YAML syntax", err)
 		}
 	}
 	env := map[string]string{}
@@ -155,7 +170,7 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 			),
 		})
 		if err != nil {
-			return fileConfig{}, err
+			return fileConfig{}, parsed{}, err
 		}
 		err = dec.Decode(settings)
 		if err == nil {
@@ -170,7 +185,7 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 			errs = append(errs, b.err)
 			failed = append(failed, strings.ToLower(b.name)+":")
 			if !deletePath(settings, b.name) {
-				return cfg, errors.Join(errs...)
+				return cfg, parsed{}, errors.Join(errs...)
 			}
 		}
 	}
@@ -181,43 +196,58 @@ func parseConfig(in io.Reader, environ []string, overrides map[string]any) (file
 	}
 	// Fields that failed to decode keep their defaults, so validating the
 	// rest adds only real problems.
-	for _, e := range flatten(cfg.Validate()) {
+	typed, verr := cfg.parse()
+	for _, e := range flatten(verr) {
 		msg := strings.ToLower(e.Error())
 		if !slices.ContainsFunc(failed, func(f string) bool { return strings.HasPrefix(msg, f) }) {
 			errs = append(errs, e)
 		}
 	}
-	return cfg, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return cfg, parsed{}, err
+	}
+	return cfg, typed, nil
+}
+
+// parsed are the typed values a run needs, parsed once, by validation.
+type parsed struct {
+	vips    []netip.Prefix
+	attrs   policy.Attributes
+	peering peers.Peering
 }
 
 // Validate runs every package's validation, then the rules that span
 // packages, and joins the results.
 func (c fileConfig) Validate() error {
-	errs := []error{c.Speaker.Validate(), c.Peering.Validate(), c.Policy.Validate(), c.API.Validate(), c.Metrics.Validate(),
-		c.Node.Validate(), c.Kubernetes.Validate()}
-	for i, p := range c.Peering.WithDefaults().Peers {
-		field := fmt.Sprintf("peers[%d].policy", i)
-		// Cross-section problems only: each section reports its own.
-		if p.Policy.Validate(field) == nil && c.Policy.Validate() == nil {
-			if _, err := c.Policy.Export(field, p.Policy); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		// A router drops a path that carries its own ASN: prepending on
-		// iBGP would make the VIP vanish instead of lowering its rank.
-		if p.ASN == 0 || p.ASN != p.LocalASN {
-			continue
-		}
-		switch {
-		case p.Policy.Prepend != nil && *p.Policy.Prepend > 0:
-			errs = append(errs, fmt.Errorf("%s.prepend: %d with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use %s.med or .localPref instead", field, *p.Policy.Prepend, i, p.ASN, field))
-		case p.Policy.Prepend == nil && c.Policy.Prepend > 0:
-			errs = append(errs, fmt.Errorf("policy.prepend: %d with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use policy.med or policy.localPref instead (or peers[%d].policy.prepend: 0)", c.Policy.Prepend, i, p.ASN, i))
-		case c.Policy.PriorityMode == policy.PriorityPrepend && c.Policy.Priority > 0:
-			errs = append(errs, fmt.Errorf("policy.priorityMode: prepend with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use priorityMode: med", i, p.ASN))
+	_, err := c.parse()
+	return err
+}
+
+// parse is Validate returning the typed values too.
+func (c fileConfig) parse() (parsed, error) {
+	var out parsed
+	var errPeers, errCross, errPolicy error
+	var err error
+	out.peering, err = c.Peering.Parse(c.Policy)
+	if pe := (*peers.ParseError)(nil); errors.As(err, &pe) {
+		errPeers = pe.Own
+		// The policy section lists its own problems.
+		if !errors.Is(pe.Policy, peers.ErrInvalidPolicy) {
+			errCross = pe.Policy
 		}
 	}
-	return errors.Join(errs...)
+	out.attrs, errPolicy = c.Policy.Attributes()
+	errs := []error{c.Speaker.Validate(), errPeers, errPolicy, c.API.Validate(), c.Metrics.Validate(),
+		c.Node.Validate(), c.Kubernetes.Validate(), errCross}
+	if err := errors.Join(errs...); err != nil {
+		return parsed{}, err
+	}
+	vips, err := c.Speaker.Prefixes()
+	if err != nil {
+		return parsed{}, err // Speaker.Validate refuses it first
+	}
+	out.vips = vips
+	return out, nil
 }
 
 type badValue struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"net/netip"
 	"regexp"
 	"time"
 
@@ -22,8 +23,8 @@ type operator struct {
 	metrics *metrics.Metrics
 }
 
-func newOperator(cfg fileConfig, log *slog.Logger) *operator {
-	return &operator{cfg: cfg, log: log, metrics: metrics.New(version, cfg.Speaker.Prefixes())}
+func newOperator(cfg fileConfig, vips []netip.Prefix, log *slog.Logger) *operator {
+	return &operator{cfg: cfg, log: log, metrics: metrics.New(version, vips)}
 }
 
 // observer is what the speaker's loop reports to.

@@ -16,18 +16,13 @@ import (
 	"github.com/vipcast/vipcast/peers"
 )
 
-// reconfigurer is the router's live reload (peers.GoBGP).
-type reconfigurer interface {
-	Reconfigure(ctx context.Context, cfg peers.Config) error
-}
-
 // reloadDebounce merges the burst of events one file update makes (a
 // Kubernetes ConfigMap update swaps a symlink: several events at once).
 const reloadDebounce = 300 * time.Millisecond
 
 // watchReload reloads the configuration on SIGHUP and when the file named
 // by --config changes, until ctx ends. See reloadOnce for what is applied.
-func watchReload(ctx context.Context, hup <-chan os.Signal, fs *pflag.FlagSet, environ []string, running fileConfig, r reconfigurer, node func(context.Context) peers.NodeInfo, log *slog.Logger) {
+func watchReload(ctx context.Context, hup <-chan os.Signal, fs *pflag.FlagSet, environ []string, running fileConfig, r peers.Router, node func(context.Context) peers.NodeInfo, log *slog.Logger) {
 
 	var events <-chan fsnotify.Event
 	var errs <-chan error
@@ -81,7 +76,7 @@ func watchReload(ctx context.Context, hup <-chan os.Signal, fs *pflag.FlagSet, e
 // applied live, resetting only the sessions that changed; every other
 // section is reported as needing a restart. It returns the configuration now
 // in force.
-func reloadOnce(ctx context.Context, fs *pflag.FlagSet, environ []string, running fileConfig, r reconfigurer, node func(context.Context) peers.NodeInfo, log *slog.Logger) fileConfig {
+func reloadOnce(ctx context.Context, fs *pflag.FlagSet, environ []string, running fileConfig, r peers.Router, node func(context.Context) peers.NodeInfo, log *slog.Logger) fileConfig {
 	next, err := loadConfig(fs, environ)
 	if err != nil {
 		log.Error("configuration reload rejected; the running configuration stays\n" + problems(err))
@@ -94,15 +89,21 @@ func reloadOnce(ctx context.Context, fs *pflag.FlagSet, environ []string, runnin
 		log.Info("configuration reload: peers unchanged")
 		return running
 	}
-	want := next.Peering
-	want.BGP = running.Peering.BGP
+	// bgp and policy keep their running values until a restart, so the
+	// new peers are parsed with them: a session's export policy builds on
+	// the attributes the running paths carry.
+	want, err := peers.Config{BGP: running.Peering.BGP, Peers: next.Peering.Peers}.Parse(running.Policy)
+	if err != nil {
+		log.Error("configuration reload: peers not applied; the running peers stay", "err", err)
+		return running
+	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := r.Reconfigure(rctx, selectPeers(rctx, want, node, log)); err != nil {
 		log.Error("configuration reload: peers not applied; the running peers stay", "err", err)
 		return running
 	}
-	log.Info("configuration reload: peers applied", "peers", len(want.Peers))
+	log.Info("configuration reload: peers applied", "peers", len(want.Neighbors))
 	running.Peering.Peers = next.Peering.Peers
 	return running
 }

@@ -19,11 +19,14 @@ import (
 	"github.com/vipcast/vipcast/peers"
 )
 
-type fakeReconf struct{ got []peers.Config }
-
-func (f *fakeReconf) Reconfigure(_ context.Context, c peers.Config) error {
-	f.got = append(f.got, c)
-	return nil
+// startedFake is a running peers.Fake, as reload finds the router.
+func startedFake(t *testing.T) *peers.Fake {
+	t.Helper()
+	r := peers.NewFake(nil)
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func TestReloadOnce(t *testing.T) {
@@ -46,12 +49,12 @@ func TestReloadOnce(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	r := &fakeReconf{}
+	r := startedFake(t)
 
 	// A bad file is rejected whole; nothing is applied.
 	write("peers: [{address: 192.0.2.1, asn: 65000}, {address: nope, asn: 0}]\n")
-	if got := reloadOnce(context.Background(), fs, nil, running, r, nil, log); len(got.Peering.Peers) != 1 || len(r.got) != 0 {
-		t.Fatalf("bad config applied: %+v, calls %d", got.Peering.Peers, len(r.got))
+	if got := reloadOnce(context.Background(), fs, nil, running, r, nil, log); len(got.Peering.Peers) != 1 || len(r.Reconfigured()) != 0 {
+		t.Fatalf("bad config applied: %+v, calls %d", got.Peering.Peers, len(r.Reconfigured()))
 	}
 	if !strings.Contains(logs.String(), "reload rejected") || !strings.Contains(logs.String(), "peers[1].address") {
 		t.Errorf("rejection not logged with the problem:\n%s", logs.String())
@@ -60,8 +63,8 @@ func TestReloadOnce(t *testing.T) {
 	// A new peer is applied; a policy change is reported as needing a restart.
 	write("peers: [{address: 192.0.2.1, asn: 65000}, {address: \"2001:db8::1\", asn: 65000}]\npolicy: {med: 5}\n")
 	running = reloadOnce(context.Background(), fs, nil, running, r, nil, log)
-	if len(r.got) != 1 || len(r.got[0].Peers) != 2 || len(running.Peering.Peers) != 2 {
-		t.Fatalf("peers not applied: calls %+v, running %+v", r.got, running.Peering.Peers)
+	if got := r.Reconfigured(); len(got) != 1 || len(got[0].Neighbors) != 2 || len(running.Peering.Peers) != 2 {
+		t.Fatalf("peers not applied: calls %+v, running %+v", got, running.Peering.Peers)
 	}
 	if running.Policy.MED != nil || !strings.Contains(logs.String(), "need a restart") || !strings.Contains(logs.String(), "policy") {
 		t.Errorf("policy change: running MED %v; logs:\n%s", running.Policy.MED, logs.String())
@@ -69,18 +72,9 @@ func TestReloadOnce(t *testing.T) {
 
 	// Same peers again: Reconfigure is not called.
 	_ = reloadOnce(context.Background(), fs, nil, running, r, nil, log)
-	if len(r.got) != 1 {
-		t.Errorf("unchanged peers reconfigured: %d calls", len(r.got))
+	if n := len(r.Reconfigured()); n != 1 {
+		t.Errorf("unchanged peers reconfigured: %d calls", n)
 	}
-}
-
-// chanReconf reports each Reconfigure on a channel: watchReload calls it
-// from its own goroutine.
-type chanReconf chan peers.Config
-
-func (c chanReconf) Reconfigure(_ context.Context, cfg peers.Config) error {
-	c <- cfg
-	return nil
 }
 
 // TestWatchReloadConfigMapSwap reproduces how the kubelet updates a
@@ -141,7 +135,7 @@ func TestWatchReloadConfigMapSwap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := make(chanReconf, 4)
+	r := startedFake(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -153,21 +147,23 @@ func TestWatchReloadConfigMapSwap(t *testing.T) {
 	for n := 2; n <= 3; n++ {
 		// The watcher may not have added its watch yet: publish again
 		// until the reload comes, each publish being a real update.
-		var got peers.Config
-		deadline := time.After(30 * time.Second)
-	wait:
-		for {
-			publish(base + peersOf(n))
-			select {
-			case got = <-r:
-				break wait
-			case <-time.After(2 * time.Second):
-			case <-deadline:
+		reloads := n - 1 // one per swap so far
+		deadline := time.Now().Add(30 * time.Second)
+		publish(base + peersOf(n))
+		next := time.Now().Add(2 * time.Second)
+		for len(r.Reconfigured()) < reloads {
+			if time.Now().After(deadline) {
 				t.Fatalf("swap to %d peers: no reload within 30s", n)
 			}
+			if time.Now().After(next) {
+				publish(base + peersOf(n))
+				next = time.Now().Add(2 * time.Second)
+			}
+			time.Sleep(20 * time.Millisecond) // polling; the deadline bounds it
 		}
-		if len(got.Peers) != n {
-			t.Errorf("swap to %d peers: reloaded with %d", n, len(got.Peers))
+		got := r.Reconfigured()[reloads-1]
+		if len(got.Neighbors) != n {
+			t.Errorf("swap to %d peers: reloaded with %d", n, len(got.Neighbors))
 		}
 	}
 }

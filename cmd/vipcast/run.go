@@ -33,7 +33,7 @@ func newRunCmd(environ []string) *cobra.Command {
 				return err
 			}
 			defer lock.Close()
-			cfg, err := loadConfig(cmd.Flags(), environ)
+			cfg, set, err := loadSettings(cmd.Flags(), environ)
 			removeStaleVIPs(cfg, log)
 			if err == nil {
 				err = preflight(cfg, resolveRouterID)
@@ -42,9 +42,6 @@ func newRunCmd(environ []string) *cobra.Command {
 				fmt.Fprintln(cmd.ErrOrStderr(), problems(err))
 				return exitError{code: 2}
 			}
-			attrs, _ := cfg.Policy.Attributes() // validated above
-			vips := cfg.Speaker.Prefixes()
-
 			prober, err := speaker.NewHTTPProber(cfg.Speaker.Health)
 			if err != nil {
 				return fmt.Errorf("health check: %w", err)
@@ -57,13 +54,13 @@ func newRunCmd(environ []string) *cobra.Command {
 			// Optional: nothing in the routing path waits for the Kubernetes API.
 			kapi := newKubeAPI(cfg, log, envLookup(environ))
 			defer kapi.close()
-			router, err := peers.NewGoBGP(selectPeers(cmd.Context(), cfg.Peering, kapi.nodeInfo, log), cfg.Policy, vips, log)
+			router, err := peers.NewGoBGP(selectPeers(cmd.Context(), set.peering, kapi.nodeInfo, log), set.vips, log)
 			if err != nil {
 				return fmt.Errorf("bgp: %w", err)
 			}
-			ops := newOperator(cfg, log)
+			ops := newOperator(cfg, set.vips, log)
 			sp, err := speaker.New(cfg.Speaker, speaker.Deps{
-				Router: router, Addresses: addrs, Prober: prober, Attributes: attrs, Log: log,
+				Router: router, Addresses: addrs, Prober: prober, Attributes: set.attrs, Log: log,
 				Observer: speaker.Observers{ops.observer(), kapi.observer()}, StateFile: cfg.API.StateFile,
 				GracefulShutdown: cfg.Policy.GracefulShutdown,
 			})

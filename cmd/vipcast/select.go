@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"strings"
 
 	"github.com/vipcast/vipcast/peers"
 )
@@ -16,10 +15,10 @@ import (
 // with a nodeSelector are skipped (see peers.Config.Select) and logged as
 // errors, loudly, since a node missing a router is something the operator
 // must see; the next reload or restart tries again.
-func selectPeers(ctx context.Context, c peers.Config, node func(context.Context) peers.NodeInfo, log *slog.Logger) peers.Config {
+func selectPeers(ctx context.Context, c peers.Peering, node func(context.Context) peers.NodeInfo, log *slog.Logger) peers.Peering {
 	var ni peers.NodeInfo
 	needLabels := false
-	for _, p := range c.Peers {
+	for _, p := range c.Neighbors {
 		needLabels = needLabels || len(p.NodeSelector) > 0
 	}
 	if needLabels && node != nil {
@@ -32,14 +31,14 @@ func selectPeers(ctx context.Context, c peers.Config, node func(context.Context)
 		ni.Addresses = addrs
 	}
 	out, skipped := c.Select(ni)
-	for _, why := range skipped {
-		if strings.Contains(why, "labels are unknown") {
-			log.Error("peer not used on this node", "reason", why)
+	for _, s := range skipped {
+		if s.Reason == peers.SkipLabelsUnknown {
+			log.Error("peer not used on this node", "reason", s.String())
 			continue
 		}
-		log.Warn("peer not used on this node", "reason", why)
+		log.Warn("peer not used on this node", "reason", s.String())
 	}
-	if len(out.Peers) == 0 && len(c.Peers) > 0 {
+	if len(out.Neighbors) == 0 && len(c.Neighbors) > 0 {
 		log.Error("no configured peer applies to this node: the VIPs will not be advertised from here", "skipped", len(skipped))
 	}
 	return out

@@ -123,7 +123,7 @@ func Start(t testing.TB, o Options) *Env {
 	cfg.Loopback.RemoveDelay = 10 * time.Millisecond
 	cfg.Shutdown.DrainPeriod = 200 * time.Millisecond
 	cfg.Damping.HalfLife = 0
-	router := peers.NewFake(peers.PeerStatus{
+	router := peers.NewFake([]netip.Prefix{VIP}, peers.PeerStatus{
 		Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished,
 		Since: time.Now().Add(-time.Minute), PrefixesSent: 1,
 	})
