@@ -120,6 +120,17 @@ type peerTrack struct {
 
 var _ Router = (*GoBGP)(nil)
 
+// neighbor returns the running configuration of the peer at addr, nil if
+// there is none (a reload removed it). Callers hold mu.
+func (g *GoBGP) neighbor(addr netip.Addr) *Neighbor {
+	for i := range g.cfg.Neighbors {
+		if g.cfg.Neighbors[i].Addr == addr {
+			return &g.cfg.Neighbors[i]
+		}
+	}
+	return nil
+}
+
 func newPeerTrack(n Neighbor) *peerTrack {
 	return &peerTrack{password: n.PasswordFile != "", state: StateIdle, maxPrefixes: n.MaxPrefixes}
 }

@@ -56,12 +56,7 @@ func (g *GoBGP) recreatePeer(ctx context.Context, addr netip.Addr) error {
 	if g.phase != phaseRunning {
 		return nil
 	}
-	var cfg *Neighbor
-	for i := range g.cfg.Neighbors {
-		if g.cfg.Neighbors[i].Addr == addr {
-			cfg = &g.cfg.Neighbors[i]
-		}
-	}
+	cfg := g.neighbor(addr)
 	if cfg == nil {
 		return nil // removed by a reload meanwhile
 	}
