@@ -305,6 +305,9 @@ func TestGRPCFlood(t *testing.T) {
 		t.Fatal("vipcast died")
 	}
 	lab.WaitFor(t, "the API connections closed after the flood", 15*time.Second, func() bool {
+		for _, tr := range transports {
+			tr.CloseIdleConnections()
+		}
 		m := metricsOf(t, n, "vipcast_api_connections")
 		return m[`vipcast_api_connections{listener="socket"}`] <= 2 && m[`vipcast_api_connections{listener="health"}`] <= 2
 	})
