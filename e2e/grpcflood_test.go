@@ -178,7 +178,7 @@ func TestGRPCFlood(t *testing.T) {
 	// The flood: conns connections per target, each starting streams Watch
 	// calls (the server allows 16 per connection, 32 watches in all, 64
 	// connections per listener and 16 per remote host).
-	const conns, streams = 150, 24
+	const conns, streams = 100, 24
 	floodCtx, stopFlood := context.WithCancel(t.Context())
 	var (
 		wg                      sync.WaitGroup
