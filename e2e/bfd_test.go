@@ -52,8 +52,8 @@ func bfdMaxWithdraw(l *lab.Lab) time.Duration {
 	return l.Opts.HoldTime - l.Opts.KeepaliveTime - 300*time.Millisecond
 }
 
-// (1) BFD Up on both ends, and BGP enabled by vipcast only once BFD was Up;
-// 3-way ECMP with the usual paths.
+// (1) BFD Up on both ends, BGP established (strict: only after BFD was
+// Up); 3-way ECMP with the usual paths.
 func bfdSessionsUp(t *testing.T, l *lab.Lab) {
 	l.WaitRouterBFD(t, "Up", 5*time.Second, l.Nodes()...)
 	s, err := l.RouterBFDSessions()
@@ -82,8 +82,8 @@ func bfdSessionsUp(t *testing.T, l *lab.Lab) {
 			t.Errorf("BGP session with %s: %q, want Established", n.Addr4, sess[n.Addr4])
 		}
 		// vipcast's side, from its log: its BFD session with the router
-		// went Up, and only then was BGP enabled and established.
-		var bfdUp, enabled, established int
+		// went Up, and BGP was established (strict: only after that).
+		var bfdUp, established int
 		for i, r := range n.LogRecords() {
 			if fmt.Sprint(r["peer"]) != peer {
 				continue
@@ -94,10 +94,6 @@ func bfdSessionsUp(t *testing.T, l *lab.Lab) {
 				if st := fmt.Sprint(r["state"]); (st == "Up" || st == "3") && bfdUp == 0 {
 					bfdUp = i + 1
 				}
-			case "BFD up: enabling the BGP session":
-				if enabled == 0 {
-					enabled = i + 1
-				}
 			case "BGP session established":
 				if established == 0 {
 					established = i + 1
@@ -107,10 +103,10 @@ func bfdSessionsUp(t *testing.T, l *lab.Lab) {
 		switch {
 		case bfdUp == 0:
 			t.Errorf("%s: vipcast never logged its BFD session with %s Up", n.Name, peer)
-		case enabled == 0 || enabled < bfdUp:
-			t.Errorf("%s: vipcast did not enable BGP after BFD Up (log lines: bfd up %d, enabled %d)", n.Name, bfdUp, enabled)
-		case established == 0 || established < enabled:
-			t.Errorf("%s: BGP established (log line %d) before vipcast enabled it after BFD Up (line %d)", n.Name, established, enabled)
+		case established == 0:
+			t.Errorf("%s: vipcast never logged its BGP session with %s established", n.Name, peer)
+		case l.Opts.BFD.Strict && established < bfdUp:
+			t.Errorf("%s: strict BFD, but BGP established (log line %d) before BFD Up (line %d)", n.Name, established, bfdUp)
 		}
 	}
 }
@@ -193,9 +189,10 @@ func bfdLinkDownUp(t *testing.T, l *lab.Lab) {
 		}
 		bfdUp := l.WaitRouterBFD(t, "Up", 10*time.Second, n)
 		lab.WaitFor(t, n.Name+" BGP session Established after link up", 15*time.Second, func() bool { return l.Established(n.Addr4) })
-		// ~7s on a quiet host (GoBGP's 5s idle hold after the BFD-driven
-		// teardown, then its first connect); the bound is loose because a
-		// loaded CI host has taken 14s. make bench measures it.
+		// BFD's slow-rate handshake (up to ~1s each way), then vipcast
+		// recreates the peer (no idle hold) and dials after 1-2s; the
+		// bound is loose because a loaded CI host has taken 14s with the
+		// old 5s idle hold. make bench measures it.
 		back, err := m.WaitExactly(t1, 45*time.Second, l.AllAddrs(v4))
 		if err != nil {
 			t.Fatal(err)
@@ -204,7 +201,7 @@ func bfdLinkDownUp(t *testing.T, l *lab.Lab) {
 		l.Record(t, upFIB.metric, back.Sub(t1))
 		upBFD.add(bfdUp.Sub(t1))
 		upFIB.add(back.Sub(t1))
-		if !back.After(bfdUp.Add(-10 * time.Millisecond)) {
+		if l.Opts.BFD.Strict && !back.After(bfdUp.Add(-10*time.Millisecond)) {
 			t.Errorf("trial %d: nexthop back %v before the router saw BFD Up: BGP did not wait for BFD", i+1, bfdUp.Sub(back))
 		}
 		if mi := m.Missed(); mi > 0 {
@@ -252,9 +249,10 @@ func bfdVipcastStop(t *testing.T, l *lab.Lab) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// ~7s on a quiet host (GoBGP's 5s idle hold after the BFD-driven
-		// teardown, then its first connect); the bound is loose because a
-		// loaded CI host has taken 14s. make bench measures it.
+		// BFD's slow-rate handshake (up to ~1s each way), then vipcast
+		// recreates the peer (no idle hold) and dials after 1-2s; the
+		// bound is loose because a loaded CI host has taken 14s with the
+		// old 5s idle hold. make bench measures it.
 		back, err := m.WaitExactly(t1, 45*time.Second, l.AllAddrs(v4))
 		if err != nil {
 			t.Fatal(err)

@@ -111,6 +111,7 @@ type Options struct {
 type BFDOptions struct {
 	Interval   time.Duration // default 100ms; FRR and BIRD take whole milliseconds
 	Multiplier int           // default 3
+	Strict     bool          // vipcast's bfd.strict: BGP only while BFD is Up
 }
 
 // DetectTime is Interval x Multiplier: how long either end waits without a
