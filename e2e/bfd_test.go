@@ -22,18 +22,27 @@ const (
 
 // TestBFD runs vipcast's BFD against FRR's bfdd and BIRD's BFD: one 3-node
 // lab per router with BFD at 100 ms x 3 on every session (hold time 3 s, as
-// in TestAnycast, so anything under hold − keepalive can only be BFD).
+// in TestAnycast, so anything under hold − keepalive can only be BFD), in
+// vipcast's default (non-strict) mode. frr-dynamic: FRR accepts the nodes
+// through `bgp listen range` (dynamic neighbors), so it creates a node's
+// neighbor and BFD session only once BGP connects, and deletes both when
+// BGP drops: strict BFD would never come up there.
 func TestBFD(t *testing.T) {
 	scenarios := []scenario{
 		{"sessions-up", bfdSessionsUp},
 		{"node-link-down-up", bfdLinkDownUp},
 		{"vipcast-sigstop", bfdVipcastStop},
 	}
-	for _, r := range routers {
-		t.Run(string(r), func(t *testing.T) {
-			lab.Require(t, r)
+	variants := []struct {
+		name    string
+		router  lab.Router
+		dynamic bool
+	}{{"frr", lab.FRR, false}, {"bird", lab.BIRD, false}, {"frr-dynamic", lab.FRR, true}}
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			lab.Require(t, v.router)
 			timers := bfdTimers
-			l := lab.New(t, lab.Options{Router: r, Nodes: 3, BFD: &timers})
+			l := lab.New(t, lab.Options{Router: v.router, Nodes: 3, BFD: &timers, DynamicPeers: v.dynamic})
 			for _, sc := range scenarios {
 				t.Run(sc.name, func(t *testing.T) {
 					l.DumpOnFailure(t)
@@ -99,6 +108,11 @@ func bfdSessionsUp(t *testing.T, l *lab.Lab) {
 					established = i + 1
 				}
 			}
+		}
+		// FRR 8.4 replaces its BFD session once BGP is up: a restart,
+		// not a failure, so BGP must not have been torn down.
+		if f := logsSince(n, msgBFDFailed, time.Time{}); len(f) > 0 {
+			t.Errorf("%s: vipcast tore BGP down for BFD with no failure in the lab: %v", n.Name, f)
 		}
 		switch {
 		case bfdUp == 0:
@@ -204,6 +218,17 @@ func bfdLinkDownUp(t *testing.T, l *lab.Lab) {
 		if l.Opts.BFD.Strict && !back.After(bfdUp.Add(-10*time.Millisecond)) {
 			t.Errorf("trial %d: nexthop back %v before the router saw BFD Up: BGP did not wait for BFD", i+1, bfdUp.Sub(back))
 		}
+		// Settled: FRR has replaced the BFD session it created with BGP
+		// (dynamic neighbors: every time). That restart must not have
+		// torn BGP down again: one failure (the link), one re-establishment.
+		l.WaitBFDSettled(t, 30*time.Second)
+		l.WaitNexthops(t, v4, l.AllAddrs(v4), 10*time.Second)
+		if f := logsSince(n, msgBFDFailed, t1); len(f) > 0 {
+			t.Errorf("trial %d: %s: BGP torn down by BFD after the link came back: %v", i+1, n.Name, f)
+		}
+		if e := logsSince(n, "BGP session established", t1); len(e) != 1 {
+			t.Errorf("trial %d: %s: BGP established %d times after link up, want 1: %v", i+1, n.Name, len(e), e)
+		}
 		if mi := m.Missed(); mi > 0 {
 			t.Logf("trial %d: %d FIB change(s) timed by the 20 ms backstop poll, not by a notification", i+1, mi)
 		}
@@ -262,4 +287,23 @@ func bfdVipcastStop(t *testing.T, l *lab.Lab) {
 		expectRouterBFD(t, l, n, "Up")
 		m.Close()
 	}
+}
+
+const msgBFDFailed = "BFD failed: tearing the BGP session down"
+
+// logsSince returns the times of n's vipcast log records with message msg
+// at or after since.
+func logsSince(n *lab.Node, msg string, since time.Time) []time.Time {
+	var out []time.Time
+	for _, r := range n.LogRecords() {
+		if r["msg"] != msg {
+			continue
+		}
+		s, _ := r["time"].(string)
+		at, err := time.Parse(time.RFC3339Nano, s)
+		if err == nil && !at.Before(since) {
+			out = append(out, at)
+		}
+	}
+	return out
 }
