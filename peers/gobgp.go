@@ -161,7 +161,8 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		if err != nil {
 			return nil, fmt.Errorf("peer address %q: %w", p.Address, err)
 		}
-		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle, maxPrefixes: p.MaxPrefixes}
+		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle, maxPrefixes: p.MaxPrefixes,
+			bfd: bfdTrack{waitBGP: p.BFD.Enabled && !p.BFD.Strict}}
 	}
 	return g, nil
 }
@@ -745,6 +746,7 @@ func (g *GoBGP) startBFD(ctx context.Context) error {
 		sc := bfd.SessionConfig{
 			Peer: addr, Local: local, Multihop: p.EBGPMultihop > 1, MaxHops: p.EBGPMultihop,
 			DesiredMinTx: p.BFD.MinTx, RequiredMinRx: p.BFD.MinRx, DetectMult: p.BFD.Multiplier,
+			AdminDown: !p.BFD.Strict, // until BGP is up: see bfdTrack.waitBGP
 		}
 		multihop = multihop || sc.Multihop
 		sessions = append(sessions, sc)
@@ -828,15 +830,8 @@ func (g *GoBGP) onBFD(c bfd.StateChange) {
 		t.bfd.reason = fmt.Sprintf("BFD down: %s (router: %s)", c.Diag, c.RemoteDiag)
 		t.lastError = t.bfd.reason
 	}
-	queue := !t.bfd.queued
-	t.bfd.queued = true
 	g.pmu.Unlock()
-	if queue {
-		select {
-		case g.bfdCh <- c.Peer:
-		default: // cannot happen: one slot per peer
-		}
-	}
+	g.queueBFD(c.Peer)
 }
 
 // onEvent logs session changes from GoBGP's peer watch.
@@ -867,9 +862,13 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 	// refuses the first tries while its configuration loads.
 	recreate := state == StateIdle && !t.prefixLimited &&
 		(prev == StateEstablished || prev == StateOpenSent || prev == StateOpenConfirm)
+	startBFD := state == StateEstablished && t.bfd.bgpUp()
 	g.pmu.Unlock()
 	if recreate {
 		g.queueRecover(addr)
+	}
+	if startBFD {
+		g.queueBFD(addr)
 	}
 	switch {
 	case prev == state:

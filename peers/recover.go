@@ -113,11 +113,53 @@ func (g *GoBGP) recreatePeer(ctx context.Context, addr netip.Addr) error {
 
 // bfdTrack is a peer's BFD as onBFD was told it; guarded by pmu.
 type bfdTrack struct {
+	// waitBGP: a non-strict session starts AdminDown and waits for the
+	// first BGP establishment (bgpUp sets start). FRR 8.4 replaces each
+	// neighbor's BFD session when BGP comes up (it registers it again with
+	// the local address); if that session was Up, FRR's bgpd takes the
+	// replacement for a BFD failure and closes the new BGP session (Cease,
+	// BFD Down), so every vipcast start flapped the route once. Non-strict
+	// BGP does not need BFD before it is up, so BFD starts then.
+	waitBGP  bool
+	start    bool   // BGP is up: take the session out of AdminDown
 	up       bool   // the last notification was Up (a damped Up is not one)
 	teardown bool   // a failure was notified: tear the BGP session down
 	reason   string // of the last failure, the peer's error once torn down
 	redial   bool   // BFD tore BGP down: the next Up dials at once
 	queued   bool   // in bfdCh, not yet handled by applyBFD
+}
+
+// bgpUp notes a BGP establishment and reports whether the BFD session
+// must be started. Called with pmu held.
+func (b *bfdTrack) bgpUp() bool {
+	if !b.waitBGP {
+		return false
+	}
+	b.waitBGP, b.start = false, true
+	return true
+}
+
+// queue marks the peer queued and reports whether it was not already.
+// Called with pmu held.
+func (b *bfdTrack) queue() bool {
+	q := !b.queued
+	b.queued = true
+	return q
+}
+
+// queueBFD asks recoverLoop to run applyBFD for addr, once however many
+// changes arrive meanwhile (applyBFD reads the latest). It never blocks.
+func (g *GoBGP) queueBFD(addr netip.Addr) {
+	g.pmu.Lock()
+	t := g.peers[addr]
+	q := t != nil && t.bfd.queue()
+	g.pmu.Unlock()
+	if q {
+		select {
+		case g.bfdCh <- addr:
+		default: // cannot happen: one slot per peer
+		}
+	}
 }
 
 // applyBFD brings addr's BGP session in line with its BFD session, by
@@ -143,7 +185,7 @@ func (g *GoBGP) applyBFD(ctx context.Context, addr netip.Addr) error {
 		return nil
 	}
 	st := t.bfd
-	t.bfd.queued, t.bfd.teardown = false, false
+	t.bfd.queued, t.bfd.teardown, t.bfd.start = false, false, false
 	if st.teardown {
 		t.bfd.redial = !st.up // Up again already: the new peer dials now
 	} else if st.up {
@@ -152,6 +194,12 @@ func (g *GoBGP) applyBFD(ctx context.Context, addr netip.Addr) error {
 	g.pmu.Unlock()
 	if g.phase != phaseRunning {
 		return nil
+	}
+	if st.start && g.bfd != nil && g.bfdRunning.Load() {
+		if err := g.bfd.SetAdminDown(ctx, addr, false); err != nil {
+			return fmt.Errorf("starting BFD: %w", err)
+		}
+		g.log.Debug("BGP up: BFD session started", "peer", addr)
 	}
 	var cfg *Peer
 	for i := range g.cfg.Peers {
