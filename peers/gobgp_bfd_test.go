@@ -193,8 +193,7 @@ func TestGoBGPBFDPeerRestartKeepsSession(t *testing.T) {
 	for _, c := range []bfd.StateChange{restart, bfdUp(peer), adminDown, bfdUp(peer)} {
 		g.onBFD(c)
 	}
-	// applyBFD runs on recoverLoop: a marker change queued after them and
-	// handled means they were handled.
+	// applyBFD runs on recoverLoop, coalescing what is queued.
 	deadline := time.Now().Add(wait)
 	for {
 		g.pmu.Lock()
@@ -208,8 +207,12 @@ func TestGoBGPBFDPeerRestartKeepsSession(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
-	g.mu.Lock() // applyBFD holds it while it works
+	g.mu.Lock() // applyBFD holds it from before it clears queued until it is done
+	running := g.phase == phaseRunning
 	g.mu.Unlock()
+	if !running {
+		t.Fatal("BGP stopped")
+	}
 	if up, err := r.Established(context.Background()); err != nil || !up {
 		t.Fatalf("router session established = %v (err %v) after a BFD restart and AdminDown, want true\n%s", up, err, logs)
 	}
