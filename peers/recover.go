@@ -214,8 +214,8 @@ func (g *GoBGP) applyBFD(ctx context.Context, addr netip.Addr) error {
 	if err := g.srv.ListPeer(ctx, &api.ListPeerRequest{Address: addr.String()}, func(p *api.Peer) { cur = p }); err != nil {
 		return fmt.Errorf("listing peer: %w", err)
 	}
-	if cur == nil {
-		return nil
+	if cur == nil || cur.GetState().GetAdminState() == api.PeerState_PFX_CT {
+		return nil // the prefix limit keeps it down, whatever BFD does
 	}
 	adminUp := cur.GetState().GetAdminState() == api.PeerState_UP
 	switch s := cur.GetState().GetSessionState(); {
