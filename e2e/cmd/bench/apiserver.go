@@ -3,6 +3,7 @@ package main
 // T_fail and T_recover of the apiserver failure modes.
 
 import (
+	"fmt"
 	"syscall"
 	"time"
 
@@ -25,11 +26,19 @@ func (b *bench) apiserverTrials(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			n := nodes[i%len(nodes)]
 			b.ready(n, 300*time.Millisecond) // rise/fall counters settle
+			exited := make(chan time.Time, 1)
+			if mode.sig == syscall.SIGKILL {
+				go func() { _ = n.WaitAPIServerExit(10 * time.Second); exited <- time.Now() }()
+			}
 			t0, err := n.KillAPIServer(mode.sig)
 			b.fatal(err)
 			tg, err := b.mon.WaitWithout(t0, 10*time.Second, n.Addr4)
 			b.fatal(err)
 			b.add("T_fail_apiserver_"+mode.name, mode.desc+" -> nexthop gone from the router FIB", n.Name, tg.Sub(t0))
+			if mode.sig == syscall.SIGKILL {
+				b.add("apiserver_sigkill_to_exit", "apiserver SIGKILL -> the process reaped (its sockets closed before)", n.Name, (<-exited).Sub(t0))
+			}
+			b.breakdown(n, "T_fail_apiserver_"+mode.name, t0, tg)
 			switch mode.sig {
 			case syscall.SIGKILL:
 				b.fatal(n.WaitAPIServerExit(10 * time.Second))
@@ -48,5 +57,33 @@ func (b *bench) apiserverTrials(lo, hi int) {
 			b.fatal(err)
 			b.add("T_recover_apiserver_"+mode.name, "apiserver /readyz 200 again (after "+mode.name+") -> nexthop back", n.Name, tb.Sub(ready))
 		}
+	}
+}
+
+// breakdown splits a T_fail by vipcast's own log (JSON, millisecond
+// timestamps): the first failed probe handled, the withdraw handed to GoBGP,
+// and from there to the router's FIB. A build that does not log these lines
+// adds nothing.
+func (b *bench) breakdown(n *lab.Node, name string, t0, fib time.Time) {
+	var failed, withdrawn time.Time
+	for _, r := range n.LogRecords() {
+		at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(r["time"]))
+		// Millisecond stamps: a line in t0's millisecond belongs to it.
+		if err != nil || at.Before(t0.Truncate(time.Millisecond)) {
+			continue
+		}
+		switch msg := fmt.Sprint(r["msg"]); {
+		case msg == "health probe failed" && failed.IsZero():
+			failed = at
+		case msg == "prefix withdrawn" && withdrawn.IsZero():
+			withdrawn = at
+		}
+	}
+	if !failed.IsZero() {
+		b.add(name+"_first_fail", "-> vipcast handled the first failed probe (its log)", n.Name, failed.Sub(t0))
+	}
+	if !withdrawn.IsZero() {
+		b.add(name+"_withdrawn", "-> vipcast handed the withdraw to GoBGP (its log)", n.Name, withdrawn.Sub(t0))
+		b.add(name+"_withdrawn_to_fib", "vipcast withdrew (its log) -> nexthop gone from the router FIB", n.Name, fib.Sub(withdrawn))
 	}
 }
