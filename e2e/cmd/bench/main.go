@@ -280,9 +280,9 @@ func (b *bench) use(build string) {
 	b.waitAll(60 * time.Second)
 }
 
-// version is `vipcast version`'s first line, or the error.
+// version is `vipcast --version`, or the error.
 func version(bin string) string {
-	out, err := exec.Command(bin, "version").Output()
+	out, err := exec.Command(bin, "--version").Output()
 	if err != nil {
 		return "version: " + err.Error()
 	}
