@@ -229,12 +229,8 @@ func (b *bench) rounds(f flags) {
 		builds = []string{before, after}
 	}
 	for k := range f.rounds {
-		lo, hi := k*f.n/f.rounds, (k+1)*f.n/f.rounds
-		order := slices.Clone(builds)
-		if k%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, build := range order {
+		lo, hi := roundTrials(f.n, f.rounds, k)
+		for _, build := range roundOrder(builds, k) {
 			b.use(build)
 			b.p.Logf("round %d/%d: %s, trials %d..%d (%s)", k+1, f.rounds, build, lo+1, hi, b.router)
 			if f.phases["footprint"] && k == 0 {
@@ -248,6 +244,19 @@ func (b *bench) rounds(f flags) {
 			}
 		}
 	}
+}
+
+// roundTrials is round k's share [lo, hi) of n trials in rounds rounds.
+func roundTrials(n, rounds, k int) (lo, hi int) { return k * n / rounds, (k + 1) * n / rounds }
+
+// roundOrder is the order of the builds in round k: reversed every other
+// round, so neither build always runs first after a lab change.
+func roundOrder(builds []string, k int) []string {
+	order := slices.Clone(builds)
+	if k%2 == 1 {
+		slices.Reverse(order)
+	}
+	return order
 }
 
 func (b *bench) open(opts lab.Options) {
