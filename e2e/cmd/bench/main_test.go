@@ -30,10 +30,11 @@ func TestRounds(t *testing.T) {
 	}
 }
 
-// The printed settings are the lab's, not a copy of them.
+// The printed settings are the lab's, not a copy of them: values other
+// than the lab's defaults come out as given.
 func TestSettingsFromLab(t *testing.T) {
 	o := lab.Options{
-		HealthInterval: 100 * time.Millisecond, HealthTimeout: 80 * time.Millisecond, Rise: 3, Fall: 2, TimeoutFall: 4,
+		HealthInterval: 250 * time.Millisecond, HealthTimeout: 90 * time.Millisecond, Rise: 3, Fall: 3, TimeoutFall: 5,
 		HoldTime: 3 * time.Second, KeepaliveTime: time.Second, ConnectRetry: time.Second,
 		ShutdownDelay: 3 * time.Second, RemoveDelay: 500 * time.Millisecond, DrainPeriod: time.Second,
 		BFD: &lab.BFDOptions{Interval: 100 * time.Millisecond, Multiplier: 3},
@@ -41,7 +42,7 @@ func TestSettingsFromLab(t *testing.T) {
 	got := map[string]string{}
 	settings(got, o)
 	want := map[string]string{
-		"health": "interval 100ms, timeout 80ms, rise 3, fall 2, timeoutFall 4",
+		"health": "interval 250ms, timeout 90ms, rise 3, fall 3, timeoutFall 5",
 		"bgp":    "hold 3s, keepalive 1s, connect retry 1s",
 		"kube-apiserver --shutdown-delay-duration": "3s",
 		"loopback.removeDelay":                     "500ms",
