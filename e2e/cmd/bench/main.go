@@ -64,6 +64,7 @@ type bench struct {
 
 	drawLater func([]lab.Request)
 	bfd       bool
+	out       string // results JSON, rewritten after every round
 }
 
 type flags struct {
@@ -158,7 +159,7 @@ func main() {
 	for k, v := range bins {
 		res.Builds[k] = v + " (" + version(v) + ")"
 	}
-	b := &bench{p: p, res: res, metrics: map[string]*Metric{}, n: f.n, quick: f.quick, bins: bins, build: after}
+	b := &bench{p: p, res: res, metrics: map[string]*Metric{}, n: f.n, quick: f.quick, bins: bins, build: after, out: f.out}
 	base := lab.Options{ShutdownDelay: f.shutdownDelay, HealthTimeout: f.healthTimeout, Fall: f.fall}
 	if f.timeoutFall > 0 {
 		base.TimeoutFall = max(f.timeoutFall, f.fall)
@@ -185,6 +186,7 @@ func main() {
 		if f.phases["soak"] && f.soak > 0 && ri == 0 {
 			b.use(after)
 			b.soak(f.soak)
+			b.save()
 		}
 		b.close()
 
@@ -206,13 +208,7 @@ func main() {
 	res.Host["loadavg_end"] = loadavg()
 	b.targets()
 	b.report(os.Stdout)
-	if err := os.MkdirAll(filepath.Dir(f.out), 0o755); err != nil {
-		p.Fatal(err)
-	}
-	js, _ := json.MarshalIndent(res, "", "  ")
-	if err := os.WriteFile(f.out, append(js, '\n'), 0o644); err != nil {
-		p.Fatal(err)
-	}
+	b.save()
 	fmt.Printf("\nresults: %s\ntimeline: %s\n", f.out, f.svg)
 	p.Close()
 	if p.Failed() {
@@ -242,7 +238,20 @@ func (b *bench) rounds(f flags) {
 			if f.phases["recovery"] {
 				b.recoveryTrials(lo, hi)
 			}
+			b.save()
 		}
+	}
+}
+
+// save writes the results so far: a run stopped early (SIGINT tears the
+// labs down) keeps every finished round.
+func (b *bench) save() {
+	if err := os.MkdirAll(filepath.Dir(b.out), 0o755); err != nil {
+		b.p.Fatal(err)
+	}
+	js, _ := json.MarshalIndent(b.res, "", "  ")
+	if err := os.WriteFile(b.out, append(js, '\n'), 0o644); err != nil {
+		b.p.Fatal(err)
 	}
 }
 
