@@ -60,7 +60,7 @@ func (b *bench) apiserverTrials(lo, hi int) {
 	}
 }
 
-// breakdown splits a T_fail by vipcast's own log (JSON, millisecond
+// breakdown splits a T_fail by vipcast's own log (JSON, nanosecond
 // timestamps): the first failed probe handled, the withdraw handed to GoBGP,
 // and from there to the router's FIB. A build that does not log these lines
 // adds nothing.
@@ -68,8 +68,7 @@ func (b *bench) breakdown(n *lab.Node, name string, t0, fib time.Time) {
 	var failed, withdrawn time.Time
 	for _, r := range n.LogRecords() {
 		at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(r["time"]))
-		// Millisecond stamps: a line in t0's millisecond belongs to it.
-		if err != nil || at.Before(t0.Truncate(time.Millisecond)) {
+		if err != nil || at.Before(t0) {
 			continue
 		}
 		switch msg := fmt.Sprint(r["msg"]); {
