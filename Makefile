@@ -72,9 +72,11 @@ fuzz:
 demo: deps build
 	cd e2e && VIPCAST_BIN=$(BIN)/vipcast $(GO) run ./cmd/demo
 
-## bench: failover benchmark (see docs/performance.md).
+## bench: failover benchmark (see docs/performance.md); BENCH_ARGS passes flags,
+## e.g. BENCH_ARGS='-baseline /tmp/vipcast-before.bin -soak 1m'.
+BENCH_ARGS ?=
 bench: deps build
-	cd e2e && VIPCAST_BIN=$(BIN)/vipcast $(GO) run ./cmd/bench
+	cd e2e && VIPCAST_BIN=$(BIN)/vipcast $(GO) run ./cmd/bench $(BENCH_ARGS)
 
 ## deps: the lab's Debian packages (root); a no-op when present.
 deps:
