@@ -91,7 +91,7 @@ func KubeBin(name string) string {
 // of Missing.
 func MissingCluster() []string {
 	var missing []string
-	for _, b := range []string{"kube-controller-manager", "kube-scheduler", "kubelet", "kubectl"} {
+	for _, b := range []string{"kube-controller-manager", "kube-scheduler", "kubelet", "kubectl", "vipcast-e2e-client"} {
 		if st, err := os.Stat(KubeBin(b)); err != nil || st.IsDir() {
 			missing = append(missing, fmt.Sprintf("%s not built (run e2e/tools/build.sh kube)", KubeBin(b)))
 		}
@@ -112,8 +112,8 @@ func RequireCluster(t T) {
 	t.Helper()
 	Require(t, FRR)
 	if os.Getenv("VIPCAST_E2E_CLUSTER") != "1" {
-		t.Skipf("\n"+strings.Repeat("#", 78)+"\n# SKIPPING vipcast cluster e2e: VIPCAST_E2E_CLUSTER=1 is not set\n"+
-			"# Run: make e2e   (or: cd e2e && VIPCAST_E2E=1 VIPCAST_E2E_CLUSTER=1 go test -count=1 -timeout 30m -run Cluster ./...)\n"+
+		t.Skipf("\n" + strings.Repeat("#", 78) + "\n# SKIPPING vipcast cluster e2e: VIPCAST_E2E_CLUSTER=1 is not set\n" +
+			"# Run: make e2e   (or: cd e2e && VIPCAST_E2E=1 VIPCAST_E2E_CLUSTER=1 go test -count=1 -timeout 30m -run Cluster ./...)\n" +
 			strings.Repeat("#", 78))
 	}
 	if missing := MissingCluster(); len(missing) > 0 {
