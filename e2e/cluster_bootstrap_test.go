@@ -175,8 +175,8 @@ func (b *bootRun) staticPod(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(l.BootstrapVipcastConfig()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b.shell(t, n1, "install -m 0600 "+cfg+" /etc/vipcast/config.yaml")
-	b.shell(t, n1, "vipcast manifest static-pod --config /etc/vipcast/config.yaml --image "+ref+" > /etc/kubernetes/manifests/vipcast.yaml")
+	b.shell(t, n1, "install -D -m 0600 "+cfg+" /etc/vipcast/config.yaml")
+	b.shell(t, n1, "mkdir -p /etc/kubernetes/manifests\nvipcast manifest static-pod --config /etc/vipcast/config.yaml --image "+ref+" > /etc/kubernetes/manifests/vipcast.yaml")
 	manifest, err := os.ReadFile(filepath.Join(n1.StaticPodPath(), "vipcast.yaml"))
 	if err != nil {
 		t.Fatal(err)

@@ -81,7 +81,7 @@ func clusterDemo(p *lab.Program, r lab.Router, image, helm string) {
 	cfg := filepath.Join(l.Dir, "config.yaml")
 	must(os.WriteFile(cfg, []byte(l.BootstrapVipcastConfig()), 0o644))
 	shell(n1, "install -D -m 0600 "+cfg+" /etc/vipcast/config.yaml")
-	shell(n1, "vipcast manifest static-pod --config /etc/vipcast/config.yaml --image "+ref+" > /etc/kubernetes/manifests/vipcast.yaml")
+	shell(n1, "mkdir -p /etc/kubernetes/manifests\nvipcast manifest static-pod --config /etc/vipcast/config.yaml --image "+ref+" > /etc/kubernetes/manifests/vipcast.yaml")
 	must(n1.StartKubelet())
 	must(n1.InitControlPlane())
 	l.WaitNexthops(p, vip, l.Addrs(vip, n1), 3*time.Minute)
