@@ -272,7 +272,8 @@ func (n *Node) JoinControlPlane() error {
 	for {
 		var resp struct{}
 		err := n.etcdCall(etcdURL+"/v3/cluster/member/promote", map[string]any{"ID": added.Member.ID}, &resp)
-		if err == nil {
+		// "not a learner": a promote whose answer was lost did it.
+		if err == nil || (strings.Contains(err.Error(), "can only promote a learner member") && !strings.Contains(err.Error(), "in sync")) {
 			break
 		}
 		if !n.etcd.alive() {
