@@ -352,6 +352,13 @@ func (b *bootRun) moveOff(n *lab.Node) func(*testing.T) {
 		l := b.l
 		mon := b.monitor(t)
 		others := l.Addrs(lab.VIP4, l.Except(n)...)
+		// Follow the static pod's log: it goes with the pod.
+		logs := l.AdminCmd(b.ctx(t, 3*time.Minute), "", "kubectl", "-n", clusterNamespace, "logs", "-f", "pod/vipcast-"+n.Name)
+		var logBuf strings.Builder
+		logs.Stdout, logs.Stderr = &logBuf, &logBuf
+		if err := logs.Start(); err != nil {
+			t.Fatal(err)
+		}
 		t0 := time.Now()
 		b.shell(t, n, "mv /etc/kubernetes/manifests/vipcast.yaml /root/")
 		gone, err := mon.WaitExactly(t0, 30*time.Second, others)
@@ -368,7 +375,8 @@ func (b *bootRun) moveOff(n *lab.Node) func(*testing.T) {
 		if on, err := n.VIPOnLo(lab.VIP4); err != nil || on {
 			t.Errorf("%s: VIP on lo = %v (err %v) once the static pod is gone", n.Name, on, err)
 		}
-		b.staticPodLog = bootPodLog(n, "vipcast-"+n.Name)
+		_ = logs.Wait() // ends with the container
+		b.staticPodLog = logBuf.String()
 		b.admin(t, time.Minute, "kubectl", "label", "node", n.Name, bootMigrationLabel+"-")
 		b.admin(t, 4*time.Minute, "kubectl", "-n", clusterNamespace, "rollout", "status", "ds/vipcast", "--timeout=3m")
 		back, err := mon.WaitExactly(deleted, time.Minute, l.AllAddrs(lab.VIP4))
@@ -383,18 +391,6 @@ func (b *bootRun) moveOff(n *lab.Node) func(*testing.T) {
 			}
 		}
 	}
-}
-
-// bootPodLog returns the logs the kubelet kept of the pod's containers
-// (podLogsDir/<namespace>_<pod>_<uid>/<container>/N.log).
-func bootPodLog(n *lab.Node, pod string) string {
-	dirs, _ := filepath.Glob(filepath.Join(n.Dir, "kubelet", "pod-logs", clusterNamespace+"_"+pod+"_*", "*", "*.log"))
-	var out strings.Builder
-	for _, d := range dirs {
-		body, _ := os.ReadFile(d)
-		fmt.Fprintf(&out, "--- %s\n%s", d, body)
-	}
-	return out.String()
 }
 
 // finalState: the DaemonSet runs everywhere with no restart, nothing of

@@ -346,17 +346,22 @@ func (l *Lab) MarkControlPlane(n *Node, timeout time.Duration) error {
 // kubeconfig through the VIP, the lab's kubectl on the PATH and extraPath
 // in front.
 func (l *Lab) Admin(ctx context.Context, extraPath string, args ...string) (string, error) {
+	out, err := l.AdminCmd(ctx, extraPath, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("admin$ %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
+// AdminCmd is the command Admin runs, for the caller to start.
+func (l *Lab) AdminCmd(ctx context.Context, extraPath string, args ...string) *exec.Cmd {
 	path := filepath.Dir(KubeBin("kubectl")) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	if extraPath != "" {
 		path = extraPath + ":" + path
 	}
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.clientNS, "env", "PATH=" + path}, args...)...)
 	cmd.Env = append(childEnv(), "KUBECONFIG="+l.ClusterKubeconfig(), "HOME="+l.Dir)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("admin$ %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return string(out), nil
+	return cmd
 }
 
 // BootstrapVipcastConfig is the vipcast configuration of docs/install.md's
