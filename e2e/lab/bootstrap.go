@@ -221,6 +221,28 @@ type etcdMember struct {
 	IsLearner bool     `json:"isLearner"`
 }
 
+// etcdMemberAdd is etcd's answer to a member add.
+type etcdMemberAdd struct {
+	Member  etcdMember   `json:"member"`
+	Members []etcdMember `json:"members"`
+}
+
+// initialCluster is the new member's --initial-cluster: every member's
+// name=peerURL, the new one (which has no name yet) named name.
+func (a etcdMemberAdd) initialCluster(name string) []string {
+	var out []string
+	for _, m := range a.Members {
+		n := m.Name
+		if m.ID == a.Member.ID {
+			n = name
+		}
+		if len(m.PeerURLs) > 0 {
+			out = append(out, n+"="+m.PeerURLs[0])
+		}
+	}
+	return out
+}
+
 // JoinControlPlane is kubeadm join --control-plane on n, through the VIP
 // (see the top of this file); it returns once the apiserver is ready and
 // the kubelet started.
@@ -244,23 +266,11 @@ func (n *Node) JoinControlPlane() error {
 		return fmt.Errorf("%s: the kubernetes Endpoints list no apiserver: %s", n.Name, b)
 	}
 	etcdURL := fmt.Sprintf("http://%s:2379", ep.Subsets[0].Addresses[0].IP)
-	var added struct {
-		Member  etcdMember   `json:"member"`
-		Members []etcdMember `json:"members"`
-	}
+	var added etcdMemberAdd
 	if err := n.etcdCall(etcdURL+"/v3/cluster/member/add", map[string]any{"peerURLs": []string{n.etcdPeerURL()}, "isLearner": true}, &added); err != nil {
 		return fmt.Errorf("%s: etcd member add --learner: %w", n.Name, err)
 	}
-	var initial []string
-	for _, m := range added.Members {
-		name := m.Name
-		if m.ID == added.Member.ID {
-			name = n.Name
-		}
-		if len(m.PeerURLs) > 0 {
-			initial = append(initial, name+"="+m.PeerURLs[0])
-		}
-	}
+	initial := added.initialCluster(n.Name)
 	if n.etcd == nil {
 		n.etcd = n.newClusterEtcd(initial, "existing")
 	}
