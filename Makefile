@@ -71,8 +71,12 @@ fuzz:
 	  done; done
 
 ## demo: a 3-node lab; fail one apiserver; watch the route shrink and heal.
-demo: deps build
-	cd e2e && VIPCAST_BIN=$(BIN)/vipcast $(GO) run ./cmd/demo
+## CLUSTER=1: the cluster version: docs/install.md's bootstrap (static pod,
+## kubeadm-style init and joins through the VIP, helm install, handover to
+## the DaemonSet), then one apiserver killed and restored.
+DEMO_CLUSTER := $(filter 1,$(CLUSTER))
+demo: deps build $(if $(DEMO_CLUSTER),helm image)
+	cd e2e && VIPCAST_BIN=$(BIN)/vipcast $(GO) run ./cmd/demo $(if $(DEMO_CLUSTER),-cluster -image $(BIN)/vipcast-image.tar -helm $(BIN)/helm)
 
 ## bench: failover benchmark (see docs/performance.md); BENCH_ARGS passes flags,
 ## e.g. BENCH_ARGS='-baseline /tmp/vipcast-before.bin -soak 1m'.

@@ -485,8 +485,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 		// Join the daemon cgroup, make the node's mount namespace with its
 		// own /run/vipcast and /var/lib/vipcast, enter the network
 		// namespace, exec containerd: the PID stays containerd's.
-		script := fmt.Sprintf(`echo $$ > /sys/fs/cgroup/pids%s/cgroup.procs && mount --bind %q /run/vipcast && mount --bind %q /var/lib/vipcast && exec nsenter --net=/run/netns/%s containerd --config %q`,
-			n.daemonCgroup(), n.RunVipcastDir(), n.VarLibVipcastDir(), n.NS, filepath.Join(d, "config.toml"))
+		script := fmt.Sprintf(`echo $$ > /sys/fs/cgroup/pids%s/cgroup.procs && mount --bind %q /run/vipcast && mount --bind %q /var/lib/vipcast && %sexec nsenter --net=/run/netns/%s containerd --config %q`,
+			n.daemonCgroup(), n.RunVipcastDir(), n.VarLibVipcastDir(), n.bootstrapMounts(), n.NS, filepath.Join(d, "config.toml"))
 		c.containerd = newProc(n.Name+"/containerd", "", filepath.Join(n.Dir, "containerd.log"),
 			"unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script)
 	}

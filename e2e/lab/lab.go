@@ -110,6 +110,12 @@ type Options struct {
 	// and a kubelet reaching the API through the VIP; New returns when
 	// every Node is Ready (see cluster.go).
 	Cluster bool
+
+	// Bootstrap (implies Cluster) makes New stop once the network, the
+	// router and the cluster's PKI exist: no etcd, apiserver or vipcast
+	// runs anywhere, and the test drives docs/install.md's bootstrap
+	// itself (see bootstrap.go).
+	Bootstrap bool
 }
 
 // BFDOptions are the BFD timers of both ends: transmit and receive
@@ -125,6 +131,9 @@ type BFDOptions struct {
 func (b *BFDOptions) DetectTime() time.Duration { return b.Interval * time.Duration(b.Multiplier) }
 
 func (o *Options) defaults() {
+	if o.Bootstrap {
+		o.Cluster = true
+	}
 	if o.Router == "" {
 		o.Router = FRR
 	}
@@ -315,6 +324,12 @@ func New(t T, opts Options) *Lab {
 	}
 	if err := l.router.start(); err != nil {
 		t.Fatalf("router: %v", err)
+	}
+	if opts.Bootstrap {
+		l.ready = true
+		t.Logf("lab %s (%s, %d nodes, bootstrap: nothing running on the nodes) ready in %v; files in %s",
+			l.ID, opts.Router, opts.Nodes, time.Since(start).Round(time.Millisecond), l.Dir)
+		return l
 	}
 	for _, n := range l.nodes {
 		if err := n.startEtcd(); err != nil {
