@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,6 +56,8 @@ func TestCluster(t *testing.T) {
 		{"kubectl-delete-pod", clusterDeletePod},
 		{"vipcast-container-sigkill", clusterContainerKill},
 		{"apiserver-crash", clusterAPIServerCrash},
+		{"apiserver-rolling-restart", clusterRollingRestart},
+		{"helm-upgrade", clusterHelmUpgrade},
 		{"non-root", clusterNonRoot},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
@@ -218,7 +224,9 @@ health: {interval: 250ms, timeout: 200ms, timeoutFall: 8}
 # kubectl-delete-pod checks the VIP is still on lo once it sees the
 # withdraw; on a loaded box that observation can lag a second behind.
 shutdown: {drainPeriod: 3s}
-policy: {communities: ["64512:100"], med: 10, gracefulShutdown: {enabled: false}}
+# RFC 8326 on every SIGTERM (the default; a shorter wait): helm-upgrade
+# checks each old pod's path carries GRACEFUL_SHUTDOWN before its withdraw.
+policy: {communities: ["64512:100"], med: 10, gracefulShutdown: {enabled: true, wait: 2s}}
 image: {repository: %q, tag: %q, pullPolicy: Never}
 logLevel: debug
 `, lab.VIP4, lab.NodeASN, lab.RouterAddr4, lab.RouterASN, repo, tag)), 0o644); err != nil {
@@ -409,7 +417,7 @@ func clusterDeletePod(t *testing.T, l *lab.Lab, c *chartRun) {
 		return err == nil && !on
 	})
 	_ = logs.Wait() // ends with the container
-	for _, want := range []string{"signal received: graceful shutdown", "shutting down: withdrawing VIPs"} {
+	for _, want := range []string{"signal received: graceful shutdown", "shutting down: announcing VIPs with GRACEFUL_SHUTDOWN before withdrawing"} {
 		if !strings.Contains(logBuf.String(), want) {
 			t.Errorf("the deleted pod's log lacks %q:\n%s", want, lastLines(logBuf.String(), 30))
 		}
@@ -432,6 +440,12 @@ func clusterDeletePod(t *testing.T, l *lab.Lab, c *chartRun) {
 // container (ctr, as an OOM kill would): the session's socket closes, the
 // route leaves at once, the kubelet restarts the container, and the new
 // speaker owns the VIP it finds (on lo exactly while announced).
+//
+// The time is taken from the moment the process is dead (its pidfd) to the
+// router's FIB notification, not from running ctr: on a loaded host ctr
+// alone can take a second. What proves the session's close rather than the
+// hold timer is the router's reset reason; the time bound is loose (the
+// benchmark measures speed) but still under the hold time.
 func clusterContainerKill(t *testing.T, l *lab.Lab, c *chartRun) {
 	n := l.Node(3)
 	others := l.Addrs(lab.VIP4, l.Except(n)...)
@@ -440,16 +454,54 @@ func clusterContainerKill(t *testing.T, l *lab.Lab, c *chartRun) {
 	if id == "" {
 		t.Fatalf("pod %s has no container ID", old.Metadata.Name)
 	}
+	pid, err := n.ContainerPID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exit, err := lab.WatchExit(pid, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon, err := l.MonitorFIB(lab.VIP4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
 	t0 := time.Now()
 	if out, err := n.Ctr("tasks", "kill", "--signal", "SIGKILL", id); err != nil {
 		t.Fatalf("ctr tasks kill: %v\n%s", err, out)
 	}
-	gone := l.WaitNexthops(t, lab.VIP4, others, 5*time.Second)
-	d := gone.Sub(t0)
+	dead, err := exit.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := mon.WaitExactly(dead, 10*time.Second, others)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := gone.Sub(dead)
 	l.Record(t, "cluster_container_sigkill_to_fib_withdraw", d)
-	t.Logf("SIGKILL of container %.12s -> nexthop withdrawn: %v", id, d.Round(time.Millisecond))
-	if d > 1500*time.Millisecond {
-		t.Errorf("route left %v after SIGKILL: that is the hold timer, not the session's TCP close", d)
+	t.Logf("SIGKILL of container %.12s (pid %d): dead %v after ctr was run, nexthop withdrawn %v after the death",
+		id, pid, dead.Sub(t0).Round(time.Millisecond), d.Round(time.Millisecond))
+	reason, err := l.RouterLastReset(n.Addr4.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A hold timer expiry is a NOTIFICATION the router sends ("BGP
+	// Notification send", reason Hold Timer Expired); a FIN from the dead
+	// process reads as "Peer closed the session" (a RST, when unread data
+	// was queued, leaves the previous reason in place).
+	t.Logf("router's last reset reason for %s: %q", n.Name, reason)
+	if reason == "BGP Notification send" {
+		t.Errorf("router's last reset of %s's session: %q: the hold timer expired, the session's TCP close should have ended it", n.Name, reason)
+	}
+	if hold := 3 * time.Second; d >= hold {
+		t.Errorf("route left %v after the container died: the hold time is %v, the session's TCP close must beat it", d, hold)
+	}
+	for _, st := range mon.History(t0) {
+		if len(st.Nexthops) == 0 {
+			t.Errorf("the VIP had no nexthop at %v after the SIGKILL", st.At.Sub(t0).Round(time.Millisecond))
+		}
 	}
 	var p lab.KubePod
 	pollAPI(t, "the vipcast container on "+n.Name+" restarted and Ready", 2*time.Minute, func() bool {
@@ -503,7 +555,7 @@ func clusterAPIServerCrash(t *testing.T, l *lab.Lab, c *chartRun) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gone := l.WaitNexthops(t, lab.VIP4, l.Addrs(lab.VIP4, l.Except(n)...), 3*time.Second)
+	gone := l.WaitNexthops(t, lab.VIP4, l.Addrs(lab.VIP4, l.Except(n)...), 10*time.Second)
 	l.Record(t, "cluster_apiserver_sigkill_to_fib_withdraw", gone.Sub(t0))
 	t.Logf("apiserver SIGKILL on %s -> nexthop withdrawn: %v", n.Name, gone.Sub(t0).Round(time.Millisecond))
 	if err := n.WaitAPIServerExit(5 * time.Second); err != nil {
@@ -629,6 +681,408 @@ func clusterNonRoot(t *testing.T, l *lab.Lab, c *chartRun) {
 		}
 		if on, err := n.VIPOnLo(lab.VIP4); err != nil || !on {
 			t.Errorf("%s: VIP on lo = %v (err %v), want on", n.Name, on, err)
+		}
+	}
+}
+
+// clientSummary is vipcast-e2e-client's JSON summary.
+type clientSummary struct {
+	Seconds       float64  `json:"seconds"`
+	Lists         int64    `json:"lists"`
+	ListFailures  int64    `json:"listFailures"`
+	WatchEvents   int64    `json:"watchEvents"`
+	WatchFailures int64    `json:"watchFailures"`
+	Dials         int64    `json:"dials"`
+	DialFailures  int64    `json:"dialFailures"`
+	ConnErrors    int64    `json:"connErrors"`
+	Probes        int64    `json:"probes"`
+	ProbeFailures int64    `json:"probeFailures"`
+	NotReady      []string `json:"notReady"`
+	Errors        []string `json:"errors"`
+	TCPErrors     []string `json:"tcpErrors"`
+}
+
+// startClient runs vipcast-e2e-client in the client namespace (through the
+// router to the VIP, as a user outside the cluster) and waits until it has
+// listed and synced; stop ends it and returns its summary.
+func startClient(t *testing.T, l *lab.Lab) (stop func() clientSummary) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", l.ClientNS(), lab.KubeBin("vipcast-e2e-client"),
+		"-kubeconfig", l.ClusterKubeconfig(), "-interval", "100ms", "-probe-interval", "50ms")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var stdout, stderr strings.Builder
+	cmd.Stdout = &stdout
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	ready := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // owns pr; ends when the client exits
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		once := false
+		for sc.Scan() {
+			if sc.Text() == "ready" && !once {
+				once = true
+				close(ready)
+				continue
+			}
+			stderr.WriteString(sc.Text() + "\n")
+		}
+	}()
+	stopped := false
+	stopFn := func() clientSummary {
+		t.Helper()
+		if stopped {
+			return clientSummary{}
+		}
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		<-done
+		var s clientSummary
+		if err != nil {
+			t.Fatalf("vipcast-e2e-client: %v\n%s", err, lastLines(stderr.String(), 30))
+		}
+		if err := json.Unmarshal([]byte(stdout.String()), &s); err != nil {
+			t.Fatalf("vipcast-e2e-client summary %q: %v\n%s", stdout.String(), err, lastLines(stderr.String(), 30))
+		}
+		return s
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	select {
+	case <-ready:
+	case <-done:
+		t.Fatalf("vipcast-e2e-client exited before it was ready:\n%s", lastLines(stderr.String(), 30))
+	case <-time.After(90 * time.Second):
+		t.Fatalf("vipcast-e2e-client not ready after 90s:\n%s", lastLines(stderr.String(), 30))
+	}
+	return stopFn
+}
+
+// watchNodesReady polls the Nodes (each apiserver in turn, so one that is
+// restarting does not matter) every 250ms until stop and returns every
+// sighting of a Node that is not Ready.
+func watchNodesReady(l *lab.Lab) (stop func() (notReady []string, polls int)) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	var bad []string
+	n := 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tk := time.NewTicker(250 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			if nodes, err := l.KubeNodes(); err == nil {
+				n++
+				for _, k := range nodes {
+					if k.Condition("Ready") != "True" {
+						bad = append(bad, fmt.Sprintf("%s Node %s Ready=%q", time.Now().Format("15:04:05.000"), k.Metadata.Name, k.Condition("Ready")))
+					}
+				}
+			}
+			select {
+			case <-quit:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	return func() ([]string, int) {
+		close(quit)
+		wg.Wait()
+		return bad, n
+	}
+}
+
+// clusterRollingRestart (issue 12, test 3): the three apiservers restart
+// one at a time, each with SIGTERM and its shutdown delay, as an upgrade
+// rolls them. Each node's nexthop leaves while its apiserver still serves
+// and returns once it is ready again; the VIP never has zero nexthops; no
+// Node ever goes NotReady (polled throughout, and seen by the client's
+// watch); a client-go program listing and watching Nodes through the VIP
+// from outside the cluster, with client-go's default retries, sees zero
+// failed calls. The raw TCP failures underneath are counted and reported.
+func clusterRollingRestart(t *testing.T, l *lab.Lab, c *chartRun) {
+	before, err := l.KubePods(clusterNamespace, c.selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarts := map[string]int{}
+	for _, p := range before {
+		restarts[p.Metadata.UID] = p.Restarts()
+	}
+	mon, err := l.MonitorFIB(lab.VIP4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	stopClient := startClient(t, l)
+	stopWatch := watchNodesReady(l)
+	start := time.Now()
+	for _, n := range l.Nodes() {
+		t0, err := n.KillAPIServer(syscall.SIGTERM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone := l.WaitNexthops(t, lab.VIP4, l.Addrs(lab.VIP4, l.Except(n)...), 10*time.Second)
+		if !n.APIServerAlive() {
+			t.Errorf("%s: kube-apiserver exited before its nexthop left (shutdown delay %v)", n.Name, apiserverShutdownDelay)
+		}
+		if err := n.WaitAPIServerExit(apiserverShutdownDelay + 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		exited := time.Now()
+		if err := n.StartAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.WaitAPIServerReady(90 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		back := l.WaitNexthops(t, lab.VIP4, l.AllAddrs(lab.VIP4), 30*time.Second)
+		t.Logf("%s: SIGTERM -> withdrawn %v, exited %v, routed again %v",
+			n.Name, gone.Sub(t0).Round(time.Millisecond), exited.Sub(t0).Round(time.Millisecond), back.Sub(t0).Round(time.Millisecond))
+	}
+	// A last few seconds of traffic with all three back.
+	l.HoldNexthops(t, lab.VIP4, l.AllAddrs(lab.VIP4), 2*time.Second)
+	s := stopClient()
+	notReady, polls := stopWatch()
+	t.Logf("rolling restart of %d apiservers in %v; client-go through the VIP: %d lists (%d failed), %d watch events (%d list/watch failures); "+
+		"raw TCP underneath: %d dials (%d failed), %d connections broken (%v), %d fresh-connect probes (%d failed)",
+		len(l.Nodes()), time.Since(start).Round(time.Millisecond), s.Lists, s.ListFailures, s.WatchEvents, s.WatchFailures,
+		s.Dials, s.DialFailures, s.ConnErrors, s.TCPErrors, s.Probes, s.ProbeFailures)
+	if s.ListFailures != 0 || s.WatchFailures != 0 {
+		t.Errorf("client-go saw %d failed lists and %d list/watch failures through the VIP, want none: %v", s.ListFailures, s.WatchFailures, s.Errors)
+	}
+	if s.Lists < 20 {
+		t.Errorf("client-go made only %d lists: the client did not run through the restarts", s.Lists)
+	}
+	if len(s.NotReady) > 0 || len(notReady) > 0 {
+		t.Errorf("a Node went NotReady during the rolling restart: client saw %v; polling saw %v", s.NotReady, notReady)
+	}
+	if polls < 10 {
+		t.Errorf("only %d Node polls answered during the rolling restart", polls)
+	}
+	for _, st := range mon.History(start) {
+		if len(st.Nexthops) == 0 {
+			t.Errorf("the VIP had no nexthop at %v during the rolling restart", st.At.Sub(start).Round(time.Millisecond))
+		}
+	}
+	after, err := l.KubePods(clusterNamespace, c.selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range after {
+		if r, ok := restarts[p.Metadata.UID]; !ok || p.Restarts() != r {
+			t.Errorf("vipcast pod %s on %s: restarts %d, was %d (known: %v): restarting apiservers must not restart the speaker",
+				p.Metadata.Name, p.Spec.NodeName, p.Restarts(), r, ok)
+		}
+	}
+}
+
+// upgradeTrace is what clusterHelmUpgrade sees of one node at the router.
+type upgradeTrace struct {
+	gshut, withdrawn, renewed time.Time // first GSHUT path, then no path, then the new config's path
+}
+
+// clusterHelmUpgrade (issue 12, test 4): `helm upgrade` with a changed
+// configuration (one more community) rolls the DaemonSet one pod at a time
+// (updateStrategy RollingUpdate, maxUnavailable 1). At the router each
+// node's path first comes back with GRACEFUL_SHUTDOWN (65535:0, the old pod's
+// SIGTERM), then is withdrawn, then returns with the new community from the
+// new pod; never are two nodes without a Ready pod at once, and the VIP never
+// has zero nexthops in the router's FIB during the whole upgrade.
+func clusterHelmUpgrade(t *testing.T, l *lab.Lab, c *chartRun) {
+	const newCommunity = "64512:101"
+	before, err := l.KubePods(clusterNamespace, c.selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := map[string]bool{}
+	for _, p := range before {
+		old[p.Metadata.UID] = true
+	}
+	mon, err := l.MonitorFIB(lab.VIP4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	byAddr := map[netip.Addr]*lab.Node{}
+	for _, n := range l.Nodes() {
+		byAddr[n.Addr4] = n
+	}
+
+	// Background observers, each owning its own state until quit.
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	traces := map[string]*upgradeTrace{}
+	for _, n := range l.Nodes() {
+		traces[n.Name] = &upgradeTrace{}
+	}
+	var pathErrs []string
+	wg.Add(1)
+	go func() { // the router's BGP paths for the VIP
+		defer wg.Done()
+		for {
+			paths, err := l.RouterBGPPaths(lab.VIP4)
+			now := time.Now()
+			if err != nil {
+				pathErrs = append(pathErrs, err.Error())
+			} else {
+				seen := map[string]bool{}
+				for _, pa := range paths {
+					n, ok := byAddr[pa.Peer]
+					if !ok {
+						continue
+					}
+					seen[n.Name] = true
+					tr := traces[n.Name]
+					switch {
+					case hasGshut(pa) && tr.gshut.IsZero():
+						tr.gshut = now
+					case !hasGshut(pa) && slices.Contains(pa.Communities, newCommunity) && !tr.withdrawn.IsZero() && tr.renewed.IsZero():
+						tr.renewed = now
+					}
+				}
+				for name, tr := range traces {
+					if !seen[name] && !tr.gshut.IsZero() && tr.withdrawn.IsZero() {
+						tr.withdrawn = now
+					}
+				}
+			}
+			select {
+			case <-quit:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	maxDown, polls := 0, 0
+	var downAt []string
+	wg.Add(1)
+	go func() { // pods: how many nodes are being rolled at once
+		defer wg.Done()
+		for {
+			if pods, err := l.KubePods(clusterNamespace, c.selector); err == nil {
+				polls++
+				var down []string
+				for _, n := range l.Nodes() {
+					// Rolling: the old pod terminating or gone, or the new
+					// one not Ready yet. (An old pod's readiness blip under
+					// load is not the rollout's doing.)
+					if p, ok := lab.PodOn(pods, n.Name); !ok || (!old[p.Metadata.UID] && !p.Ready()) {
+						down = append(down, n.Name)
+					}
+				}
+				if len(down) > maxDown {
+					maxDown = len(down)
+					downAt = down
+				}
+			}
+			select {
+			case <-quit:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	stopObservers := func() {
+		select {
+		case <-quit:
+		default:
+			close(quit)
+			wg.Wait()
+		}
+	}
+	defer stopObservers()
+
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.Node(1).NS, c.helm, "upgrade", "vipcast", c.chart,
+		"--namespace", clusterNamespace, "--kubeconfig", l.ClusterKubeconfig(), "-f", c.values,
+		"--set", "policy.communities={64512:100,"+newCommunity+"}").CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm upgrade: %v\n%s", err, out)
+	}
+	pollAPI(t, "3 new vipcast pods Ready with the new configuration", 5*time.Minute, func() bool {
+		pods, err := l.KubePods(clusterNamespace, c.selector)
+		if err != nil {
+			return false
+		}
+		for _, n := range l.Nodes() {
+			if p, ok := lab.PodOn(pods, n.Name); !ok || old[p.Metadata.UID] || !p.Ready() {
+				return false
+			}
+		}
+		return true
+	})
+	lab.WaitFor(t, "every node's path with "+newCommunity, time.Minute, func() bool {
+		paths, err := l.RouterBGPPaths(lab.VIP4)
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, pa := range paths {
+			if slices.Contains(pa.Communities, newCommunity) && !hasGshut(pa) {
+				n++
+			}
+		}
+		return n == len(l.Nodes())
+	})
+	l.WaitNexthops(t, lab.VIP4, l.AllAddrs(lab.VIP4), 30*time.Second)
+	stopObservers()
+	t.Logf("helm upgrade rolled %d pods in %v (%d pod polls, at most %d node(s) rolling at once: %v)",
+		len(l.Nodes()), time.Since(start).Round(time.Millisecond), polls, maxDown, downAt)
+	if len(pathErrs) > 0 {
+		t.Logf("router path reads that failed: %d (first: %s)", len(pathErrs), pathErrs[0])
+	}
+	for _, n := range l.Nodes() {
+		tr := traces[n.Name]
+		t.Logf("%s: GRACEFUL_SHUTDOWN at %v, withdrawn at %v, new path at %v", n.Name,
+			tr.gshut.Sub(start).Round(time.Millisecond), tr.withdrawn.Sub(start).Round(time.Millisecond), tr.renewed.Sub(start).Round(time.Millisecond))
+		switch {
+		case tr.gshut.IsZero():
+			t.Errorf("%s: the router never saw its path with GRACEFUL_SHUTDOWN during the upgrade", n.Name)
+		case tr.withdrawn.IsZero():
+			t.Errorf("%s: the router never saw its path withdrawn after GRACEFUL_SHUTDOWN", n.Name)
+		case tr.renewed.IsZero():
+			t.Errorf("%s: the router never saw the new pod's path (%s) after the withdraw", n.Name, newCommunity)
+		}
+	}
+	if maxDown > 1 {
+		t.Errorf("%d nodes rolling at once (%v: old pod terminating or gone, new one not Ready): the DaemonSet must roll one at a time", maxDown, downAt)
+	}
+	if polls < 10 {
+		t.Errorf("only %d pod polls answered during the upgrade", polls)
+	}
+	// One at a time at the router too: the DaemonSet deletes the next old
+	// pod only once the previous node's new pod is Ready, long after the
+	// previous old pod's withdraw.
+	order := slices.Clone(l.Nodes())
+	slices.SortFunc(order, func(a, b *lab.Node) int { return traces[a.Name].gshut.Compare(traces[b.Name].gshut) })
+	for i := 1; i < len(order); i++ {
+		prev, cur := traces[order[i-1].Name], traces[order[i].Name]
+		if !prev.withdrawn.IsZero() && !cur.gshut.IsZero() && cur.gshut.Before(prev.withdrawn) {
+			t.Errorf("%s shut down (GSHUT at %v) before %s was withdrawn (%v): two nodes rolled at once",
+				order[i].Name, cur.gshut.Sub(start), order[i-1].Name, prev.withdrawn.Sub(start))
+		}
+	}
+	for _, st := range mon.History(start) {
+		if len(st.Nexthops) == 0 {
+			t.Errorf("the VIP had no nexthop at %v during the upgrade", st.At.Sub(start).Round(time.Millisecond))
 		}
 	}
 }

@@ -66,9 +66,11 @@ type GoBGP struct {
 	nextHopEvery time.Duration
 	nextHopDone  chan struct{}
 
-	// recoverCh feeds recoverLoop the peers whose session dropped; it
-	// closes recoverDone when watchCtx ends.
+	// recoverCh feeds recoverLoop the peers whose session dropped, bfdCh
+	// those whose BFD changed (each queued once until handled); it closes
+	// recoverDone when watchCtx ends.
 	recoverCh   chan netip.Addr
+	bfdCh       chan netip.Addr
 	recoverDone chan struct{}
 
 	pmu   sync.Mutex // guards peers; never held while calling GoBGP
@@ -129,6 +131,7 @@ func NewGoBGP(cfg Peering, vips []netip.Prefix, log *slog.Logger) (*GoBGP, error
 		nextHopEvery: nextHopRefresh,
 		recoverCh:    make(chan netip.Addr, recoverQueue),
 	}
+	g.bfdCh = make(chan netip.Addr, len(g.cfg.Neighbors)) // each peer at most once
 	for _, p := range vips {
 		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
 			return nil, fmt.Errorf("VIP %s is not a canonical IPv4 or IPv6 prefix; use e.g. 192.0.2.10/32", p)
@@ -226,9 +229,10 @@ func apiPeer(p Neighbor) (*api.Peer, error) {
 		}},
 		Transport: &api.Transport{RemotePort: uint32(p.Port), LocalAddress: p.SourceAddress, PassiveMode: p.Passive},
 	}
-	// With BFD the session waits, administratively down, until BFD is Up:
-	// BGP over a path BFD cannot vouch for would carry traffic into a hole.
-	ap.Conf.AdminDown = p.BFD.Enabled
+	// Strict BFD: the session waits, administratively down, until BFD is
+	// Up. Otherwise it starts at once, as routers that create BFD only for
+	// an established BGP session (dynamic neighbors) need.
+	ap.Conf.AdminDown = p.BFD.Enabled && p.BFD.Strict
 	if p.EBGPMultihop > 0 {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihop)}
 	}

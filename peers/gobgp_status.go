@@ -29,10 +29,13 @@ type peerTrack struct {
 	// nextHopErr says why the IPv6 VIPs are not sent on this session; it
 	// stays until a reload finds a next hop, whatever the session does.
 	nextHopErr string
+
+	bfd bfdTrack // BFD as told by its notifications (damping included)
 }
 
 func newPeerTrack(n Neighbor) *peerTrack {
-	return &peerTrack{password: n.PasswordFile != "", state: StateIdle, maxPrefixes: n.MaxPrefixes}
+	return &peerTrack{password: n.PasswordFile != "", state: StateIdle, maxPrefixes: n.MaxPrefixes,
+		bfd: bfdTrack{waitBGP: n.BFD.Enabled && !n.BFD.Strict}}
 }
 
 // Peers reports the configured peers in configuration order. Outside
@@ -155,9 +158,13 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 	// refuses the first tries while its configuration loads.
 	recreate := state == StateIdle && !t.prefixLimited &&
 		(prev == StateEstablished || prev == StateOpenSent || prev == StateOpenConfirm)
+	startBFD := state == StateEstablished && t.bfd.bgpUp()
 	g.pmu.Unlock()
 	if recreate {
 		g.queueRecover(addr)
+	}
+	if startBFD {
+		g.queueBFD(addr)
 	}
 	switch {
 	case prev == state:

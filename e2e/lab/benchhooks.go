@@ -2,7 +2,11 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"slices"
+	"syscall"
+	"time"
 )
 
 // Accessors the benchmark (e2e/cmd/bench) needs; additive only.
@@ -35,4 +39,25 @@ func (p *proc) pid() int {
 		return 0
 	}
 	return p.cmd.Process.Pid
+}
+
+// RestartVipcastWith stops the node's vipcast (SIGTERM, as a rollout does)
+// and starts bin in its place with the same arguments, config and log: the
+// bench alternates two builds in one lab, so both see the same machine.
+func (n *Node) RestartVipcastWith(bin string, timeout time.Duration) error {
+	if n.vipcast == nil {
+		return fmt.Errorf("%s: vipcast was never started", n.Name)
+	}
+	if n.vipcast.alive() {
+		if err := n.vipcast.signal(syscall.SIGTERM); err != nil {
+			return err
+		}
+		if err := n.vipcast.wait(timeout); err != nil {
+			return err
+		}
+	}
+	argv := slices.Clone(n.vipcast.argv)
+	argv[0] = bin
+	n.vipcast = newProc(n.vipcast.name, n.NS, n.VipcastLog(), argv...)
+	return n.StartVipcast()
 }

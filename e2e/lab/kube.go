@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,12 @@ func (l *Lab) AdminToken() (string, error) {
 // (from inside its namespace) and returns the body; a status >= 300 is an
 // error.
 func (n *Node) KubeRequest(method, path string, body any) ([]byte, error) {
+	return n.kubeRequestTo(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), APIServerPort), method, path, body)
+}
+
+// kubeRequestTo is KubeRequest to the apiserver at server, dialled from
+// the node's namespace.
+func (n *Node) kubeRequestTo(server netip.AddrPort, method, path string, body any) ([]byte, error) {
 	tok, err := n.lab.AdminToken()
 	if err != nil {
 		return nil, err
@@ -100,7 +107,7 @@ func (n *Node) KubeRequest(method, path string, body any) ([]byte, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, fmt.Sprintf("https://127.0.0.1:%d%s", APIServerPort, path), rd)
+	req, err := http.NewRequestWithContext(ctx, method, fmt.Sprintf("https://%s%s", server, path), rd)
 	if err != nil {
 		return nil, err
 	}

@@ -88,6 +88,12 @@ type Options struct {
 	// `bfd on` in the BGP templates).
 	BFD *BFDOptions
 
+	// DynamicPeers (FRR only) makes the router accept the nodes through
+	// `bgp listen range` on the node subnets instead of one neighbor line
+	// each: FRR creates a node's neighbor, and its BFD session, only once
+	// that node's BGP connection arrives.
+	DynamicPeers bool
+
 	// GracefulShutdownWait, if set, turns on vipcast's RFC 8326 graceful
 	// shutdown (policy.gracefulShutdown) with this wait; 0 turns it off,
 	// so the other scenarios see a drain or SIGTERM withdraw at once.
@@ -104,6 +110,12 @@ type Options struct {
 	// and a kubelet reaching the API through the VIP; New returns when
 	// every Node is Ready (see cluster.go).
 	Cluster bool
+
+	// Bootstrap (implies Cluster) makes New stop once the network, the
+	// router and the cluster's PKI exist: no etcd, apiserver or vipcast
+	// runs anywhere, and the test drives docs/install.md's bootstrap
+	// itself (see bootstrap.go).
+	Bootstrap bool
 }
 
 // BFDOptions are the BFD timers of both ends: transmit and receive
@@ -111,6 +123,7 @@ type Options struct {
 type BFDOptions struct {
 	Interval   time.Duration // default 100ms; FRR and BIRD take whole milliseconds
 	Multiplier int           // default 3
+	Strict     bool          // vipcast's bfd.strict: BGP only while BFD is Up
 }
 
 // DetectTime is Interval x Multiplier: how long either end waits without a
@@ -118,6 +131,9 @@ type BFDOptions struct {
 func (b *BFDOptions) DetectTime() time.Duration { return b.Interval * time.Duration(b.Multiplier) }
 
 func (o *Options) defaults() {
+	if o.Bootstrap {
+		o.Cluster = true
+	}
 	if o.Router == "" {
 		o.Router = FRR
 	}
@@ -262,6 +278,9 @@ func Require(t T, r Router) {
 func New(t T, opts Options) *Lab {
 	t.Helper()
 	opts.defaults()
+	if opts.DynamicPeers && opts.Router != FRR {
+		t.Fatalf("lab: DynamicPeers is implemented for FRR only, not %s", opts.Router)
+	}
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	l := &Lab{Opts: opts, ID: "vc" + hex.EncodeToString(b[:]), t: t}
@@ -305,6 +324,12 @@ func New(t T, opts Options) *Lab {
 	}
 	if err := l.router.start(); err != nil {
 		t.Fatalf("router: %v", err)
+	}
+	if opts.Bootstrap {
+		l.ready = true
+		t.Logf("lab %s (%s, %d nodes, bootstrap: nothing running on the nodes) ready in %v; files in %s",
+			l.ID, opts.Router, opts.Nodes, time.Since(start).Round(time.Millisecond), l.Dir)
+		return l
 	}
 	for _, n := range l.nodes {
 		if err := n.startEtcd(); err != nil {

@@ -96,6 +96,9 @@ func isClosed(c chan struct{}) bool {
 
 // alive reports whether the process has not exited (a stopped process is alive).
 func (p *proc) alive() bool {
+	if p == nil { // not started yet (a bootstrap lab's nodes before they join)
+		return false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.cmd != nil && !isClosed(p.done)

@@ -5,7 +5,8 @@
 #                   than that module's go.mod/go.sum)
 #   kube            kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
 #                   kubectl from the same module, in one `go build` so they share its
-#                   cache (cold ~9 min on a loaded 2-core host; the cluster lab needs them)
+#                   cache (cold ~9 min on a loaded 2-core host; the cluster lab needs them),
+#                   and vipcast-e2e-client (./kube/vipcast-e2e-client: client-go through the VIP)
 #   vipcast         from the repository root (always rebuilt; Go's cache makes it cheap)
 # Usage: e2e/tools/build.sh [kube-apiserver|kube|vipcast]...   (default: kube-apiserver vipcast)
 set -euo pipefail
@@ -51,6 +52,20 @@ build_kube() {
 	rmdir "$tmp"
 }
 
+# build_client builds the lab's client-go program (same module, same cache)
+# unless it is newer than the module and its source.
+build_client() {
+	local out="$bin/vipcast-e2e-client" src="$kube_mod/vipcast-e2e-client/main.go"
+	if [[ -x "$out" && "$out" -nt "$kube_mod/go.mod" && "$out" -nt "$kube_mod/go.sum" && "$out" -nt "$src" ]]; then
+		echo "vipcast-e2e-client: up to date ($out)"
+		return 0
+	fi
+	echo "vipcast-e2e-client: building"
+	(cd "$kube_mod" && go build -trimpath -ldflags "-s -w" -o "$out.tmp" ./vipcast-e2e-client)
+	mv "$out.tmp" "$out"
+	echo "vipcast-e2e-client: built $out"
+}
+
 build_vipcast() {
 	echo "vipcast: building from $root"
 	(cd "$root" && go build -trimpath -o "$bin/vipcast.tmp" ./cmd/vipcast)
@@ -63,7 +78,7 @@ targets=("$@")
 for t in "${targets[@]}"; do
 	case "$t" in
 	kube-apiserver) build_kube kube-apiserver ;;
-	kube) build_kube "${kube_cmds[@]}" ;;
+	kube) build_kube "${kube_cmds[@]}" && build_client ;;
 	vipcast) build_vipcast ;;
 	*) echo "unknown target $t (want kube-apiserver, kube or vipcast)" >&2; exit 2 ;;
 	esac

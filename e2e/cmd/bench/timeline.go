@@ -75,7 +75,7 @@ func writeTimeline(path string, b *bench, n *lab.Node, t0 time.Time, probes []pr
 	txt := func(xv, yv float64, s, anchor string, size int, fill string, bold bool) {
 		d.Texts = append(d.Texts, svgText{xv, yv, esc(s), anchor, size, fill, bold})
 	}
-	txt(d.W/2, 26, fmt.Sprintf("vipcast failover: kube-apiserver SIGKILL on %s at t=0 (%s, 200 req/s client, health %s)", n.Name, b.res.Router, b.res.Settings["health"]), "middle", 15, "#222", true)
+	txt(d.W/2, 26, fmt.Sprintf("vipcast failover: kube-apiserver SIGKILL on %s at t=0 (%s, %d req/s client, health %s)", n.Name, b.router, clientLoad.Rate, b.res.Settings["health"]), "middle", 15, "#222", true)
 
 	// rows, grid and axis
 	for i, name := range rows {

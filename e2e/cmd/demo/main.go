@@ -6,6 +6,9 @@
 //
 //	cd e2e && go run ./cmd/demo [-router frr|bird]
 //
+// With -cluster (make demo CLUSTER=1) it shows the cluster version instead:
+// see clusterDemo.
+//
 // It builds kube-apiserver (e2e/tools/build.sh, ~4 min the first time) if
 // it is missing; VIPCAST_BIN selects the vipcast binary.
 package main
@@ -27,6 +30,9 @@ import (
 
 func main() {
 	router := flag.String("router", "frr", "upstream router: frr or bird")
+	cluster := flag.Bool("cluster", false, "the cluster version: docs/install.md's bootstrap, helm-installed vipcast, one apiserver killed (make demo CLUSTER=1)")
+	image := flag.String("image", "../bin/vipcast-image.tar", "with -cluster: vipcast's image tarball (make image)")
+	helm := flag.String("helm", "../bin/helm", "with -cluster: the helm binary (make helm)")
 	flag.Parse()
 	r := lab.Router(*router)
 	if r != lab.FRR && r != lab.BIRD {
@@ -35,6 +41,16 @@ func main() {
 	}
 	p := lab.NewProgram("demo")
 	defer p.Close()
+	if *cluster {
+		clusterDemo(p, r, *image, *helm)
+		p.Logf("tearing down")
+		p.Close()
+		if p.Failed() {
+			os.Exit(1)
+		}
+		fmt.Println("demo done")
+		return
+	}
 
 	if _, err := os.Stat(lab.KubeAPIServerBin()); err != nil {
 		p.Logf("building kube-apiserver v1.37.2 from the Go module proxy (first time only, ~4 min)...")
