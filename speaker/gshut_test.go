@@ -90,7 +90,8 @@ var gshutTest = policy.GracefulShutdownConfig{Enabled: true, Wait: 300 * time.Mi
 // startGraceful is start with graceful shutdown on.
 func startGraceful(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	return startWith(t, cfg, func(d *Deps) { d.GracefulShutdown = gshutTest })
+	cfg.GracefulShutdown = gshutTest
+	return start(t, cfg)
 }
 
 func (h *harness) graceful() bool {

@@ -88,7 +88,8 @@ func TestLoopbackIntegration(t *testing.T) {
 	}
 	defer prober.Close()
 	addrs := newMemAddrs(peers.NewFake())
-	sp, err := New(cfg, Deps{Router: router, Addresses: addrs, Prober: prober, Attributes: policy.Attributes{Communities: []policy.Community{64512<<16 | 100}}})
+	cfg.Attributes = policy.Attributes{Communities: []policy.Community{64512<<16 | 100}}
+	sp, err := New(cfg, Deps{Router: router, Addresses: addrs, Prober: prober})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,6 +108,7 @@ func testConfig() Config {
 	c.Health.Timeout = 4 * time.Millisecond
 	c.Loopback.RemoveDelay = 50 * time.Millisecond
 	c.Shutdown.DrainPeriod = 300 * time.Millisecond
+	c.Attributes = policy.Attributes{Communities: []policy.Community{1}}
 	return c
 }
 
@@ -132,7 +133,7 @@ func startWith(t *testing.T, cfg Config, mod func(*Deps), stale ...netip.Prefix)
 	// No cfg.Validate: the tests run faster than the validated ranges allow.
 	router := peers.NewFake(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
 	h := &harness{t: t, router: router, addrs: newMemAddrs(router, stale...), probe: &switchProber{}, done: make(chan error, 1)}
-	d := Deps{Router: router, Addresses: h.addrs, Prober: h.probe, Attributes: policy.Attributes{Communities: []policy.Community{1}}}
+	d := Deps{Router: router, Addresses: h.addrs, Prober: h.probe}
 	mod(&d)
 	sp, err := New(cfg, d)
 	if err != nil {

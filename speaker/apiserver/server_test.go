@@ -407,3 +407,39 @@ func TestDrainReasonTooLong(t *testing.T) {
 		t.Errorf("drain with a reason at the limit: %v", err)
 	}
 }
+
+// fakeSpeaker stands in for *speaker.Speaker through apiserver.Speaker.
+type fakeSpeaker struct {
+	st      speaker.Status
+	started chan struct{}
+}
+
+func (f *fakeSpeaker) Status() speaker.Status { return f.st }
+func (f *fakeSpeaker) SetDrainedReason(context.Context, bool, string) error {
+	return nil
+}
+func (f *fakeSpeaker) Subscribe(context.Context) *speaker.Subscription { return nil }
+func (f *fakeSpeaker) Started() <-chan struct{}                        { return f.started }
+func (f *fakeSpeaker) Stopping() <-chan struct{}                       { return nil }
+
+// The thresholds GetStatus reports are the speaker's, from its Status:
+// the API keeps no copy of them.
+func TestStatusThresholdsFromSpeaker(t *testing.T) {
+	f := &fakeSpeaker{st: speaker.Status{Rise: 7, Fall: 5, TimeoutFall: 9, OKRun: 4}, started: make(chan struct{})}
+	cfg := apiserver.Config{Socket: filepath.Join(apitest.Dir(t), "s.sock")}
+	srv := apiserver.New(cfg, f, apiserver.Options{})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	conn, c, err := apiserver.Dial(apiserver.ClientConfig{Socket: cfg.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	h := getStatus(t, c).GetHealth()
+	want := &apiv1.HealthStatus{Rise: 7, Fall: 5, TimeoutFall: 9, OkRun: 4}
+	if !proto.Equal(h, want) {
+		t.Errorf("health = %v, want %v", h, want)
+	}
+}
