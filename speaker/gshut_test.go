@@ -141,6 +141,8 @@ func TestSpeakerDrainGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.eventually("graceful shutdown cancelled", h.plain)
+	// The cancelled wait's deadline passes: nothing may withdraw. A
+	// negative check's observation window, not synchronisation.
 	time.Sleep(2 * gshutTest.Wait)
 	if !h.plain() || h.sp.Status().Decisions[0].Reason != ReasonHealthy {
 		t.Errorf("after a cancelled wait: %+v", h.sp.Status().Decisions[0])

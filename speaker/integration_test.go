@@ -121,7 +121,7 @@ func TestLoopbackIntegration(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("router RIB = %v, want %v; speaker %+v", got, want, sp.Status())
 			}
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // the measurement's resolution, not synchronisation
 		}
 	}
 	ribIs(nil)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -162,13 +163,7 @@ func startWith(t *testing.T, cfg Config, mod func(*Deps), stale ...netip.Prefix)
 // eventually polls cond until it holds or the deadline passes.
 func (h *harness) eventually(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting for: %s (status %+v)", what, h.sp.Status())
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testutil.Eventually(h.t, what, cond, func() string { return fmt.Sprintf("status %+v", h.sp.Status()) })
 }
 
 func (h *harness) announced() bool {
@@ -224,7 +219,9 @@ func TestSpeakerKeepOnWithdraw(t *testing.T) {
 	h.eventually("announced", h.announced)
 	h.probe.ok.Store(false)
 	h.eventually("withdrawn", h.withdrawn)
-	// Several removeDelays pass: the address must stay.
+	// Several removeDelays pass: the address must stay. The sleep below
+	// samples a negative check's observation window, not synchronisation:
+	// on a slow machine it sees less, it never fails wrongly.
 	deadline := time.Now().Add(4 * cfg.Loopback.RemoveDelay)
 	for time.Now().Before(deadline) {
 		if !h.addrs.has(vip4) {

@@ -177,15 +177,3 @@ func (e *Env) Wait() error {
 		return nil
 	}
 }
-
-// Eventually polls cond every few milliseconds until it holds or 5s pass.
-func Eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
