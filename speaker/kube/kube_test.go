@@ -279,15 +279,17 @@ func TestEventsCloseBounded(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()
 			done := make(chan struct{})
-			start := time.Now()
-			go func() { e.Close(ctx); close(done) }()
+			// Whether ctx had ended when Close returned, not a duration: a
+			// clock read after WithTimeout can start late on a busy machine.
+			var early bool
+			go func() { e.Close(ctx); early = ctx.Err() == nil; close(done) }()
 			select {
 			case <-done:
 			case <-time.After(3 * time.Second):
 				t.Fatal("Close did not return after its context ended")
 			}
-			if d := time.Since(start); d < 90*time.Millisecond {
-				t.Errorf("Close returned after %v, before its context ended", d)
+			if early {
+				t.Error("Close returned before its context ended")
 			}
 			if honour {
 				testutil.Eventually(t, "the sender to stop", func() bool {
