@@ -151,7 +151,11 @@ func TestSpeakerDrainGracefulShutdown(t *testing.T) {
 
 func TestSpeakerDrainHealthFailureSkipsTheWait(t *testing.T) {
 	cfg := testConfig()
-	h := startGraceful(t, cfg)
+	// A wait no test outlives: only the health failure can withdraw, so
+	// the test needs no clock (a 200ms bound failed once under load 30).
+	cfg.GracefulShutdown = gshutTest
+	cfg.GracefulShutdown.Wait = time.Hour
+	h := start(t, cfg)
 	h.probe.ok.Store(true)
 	h.eventually("announced", h.announced)
 	h.eventually("peer seen", func() bool { return h.sp.Status().Decisions[0].Advertised })
@@ -159,12 +163,8 @@ func TestSpeakerDrainHealthFailureSkipsTheWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.eventually("graceful", h.graceful)
-	start := time.Now()
 	h.probe.ok.Store(false)
-	h.eventually("withdrawn", h.withdrawn)
-	if el := time.Since(start); el > gshutTest.Wait*2/3 {
-		t.Errorf("withdrawn %v after the health failure; want at once", el)
-	}
+	h.eventually("withdrawn by the health failure, not the hour-long wait", h.withdrawn)
 }
 
 func TestSpeakerShutdownGracefulShutdown(t *testing.T) {
