@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"syscall"
@@ -136,6 +137,84 @@ func TestIPv6(t *testing.T) {
 				}
 				l.WaitNexthops(t, v6, l.AllAddrs(v6), 60*time.Second)
 			})
+			t.Run("ipv6-refused-on-lo-withdraws", func(t *testing.T) {
+				l.DumpOnFailure(t)
+				l.Restore(t)
+				ipv6RefusedOnLo(t, l)
+			})
+			t.Run("failed-restart-after-sigkill-no-stale-ipv6-vip", func(t *testing.T) {
+				l.DumpOnFailure(t)
+				l.Restore(t)
+				failedRestartNoStaleIPv6VIP(t, l)
+			})
 		})
+	}
+}
+
+// Issue 15 item 1: a VIP removed from lo that cannot be put back. Disabling
+// IPv6 on the node's lo removes the IPv6 VIP and makes the kernel refuse it
+// ("IPv6 is disabled on this device"): vipcast must withdraw the node with
+// reason loopback-failed, say so in status, stay withdrawn while lo keeps
+// refusing, and announce again by itself once lo takes the address.
+func ipv6RefusedOnLo(t *testing.T, l *lab.Lab) {
+	v6 := lab.VIP6
+	n := l.Node(1)
+	sysctl := func(v string) {
+		t.Helper()
+		if out, err := l.NodeExec(n, "sysctl", "-w", "net.ipv6.conf.lo.disable_ipv6="+v); err != nil {
+			t.Fatalf("sysctl: %v\n%s", err, out)
+		}
+	}
+	t.Cleanup(func() { _, _ = l.NodeExec(n, "sysctl", "-w", "net.ipv6.conf.lo.disable_ipv6=0") })
+	t0 := time.Now()
+	sysctl("1")
+	gone := l.WaitNexthops(t, v6, l.Addrs(v6, l.Node(2)), 5*time.Second)
+	l.Record(t, "ipv6_refused_on_lo_to_fib_withdraw", gone.Sub(t0))
+	l.WaitNexthops(t, v4, l.Addrs(v4, l.Node(2)), 5*time.Second)
+	var status string
+	lab.WaitFor(t, "status naming the loopback failure", 5*time.Second, func() bool {
+		status, _ = n.Vipcast("status")
+		return strings.Contains(status, "loopback-failed") && strings.Contains(status, "putting it back failed")
+	})
+	l.HoldNexthops(t, v6, l.Addrs(v6, l.Node(2)), time.Second)
+	if !n.VipcastAlive() {
+		t.Fatal("vipcast exited")
+	}
+	t1 := time.Now()
+	sysctl("0")
+	back := l.WaitNexthops(t, v6, l.AllAddrs(v6), 15*time.Second)
+	l.Record(t, "ipv6_allowed_on_lo_to_fib_return", back.Sub(t1))
+	l.WaitNexthops(t, v4, l.AllAddrs(v4), 5*time.Second)
+	if on, err := n.VIPOnLo(v6); err != nil || !on {
+		t.Errorf("%s announced again but %s on lo = %v (err %v)", n.Name, v6, on, err)
+	}
+}
+
+// Issue 15 item 3 for IPv6: IPv6 addresses have no labels, yet a restart
+// after a SIGKILL that cannot even parse its configuration must remove the
+// stale IPv6 VIP (vipcast marks it with the address protocol).
+func failedRestartNoStaleIPv6VIP(t *testing.T, l *lab.Lab) {
+	v6 := lab.VIP6
+	n := l.Node(2)
+	if _, err := n.KillVipcast(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitVipcastExit(5 * time.Second); err != nil && !strings.Contains(err.Error(), "killed") {
+		t.Fatal(err)
+	}
+	if on, err := n.VIPOnLo(v6); err != nil || !on {
+		t.Fatalf("%s on lo after SIGKILL = %v (err %v); the test needs it left behind", v6, on, err)
+	}
+	out, code, err := n.RunVipcastOnce("vips: ["+v6.String()+"\nbgp: {asn: [\n", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code <= 0 {
+		t.Fatalf("vipcast with an unparseable config: exit code %d, want a failure\n%s", code, out)
+	}
+	for _, p := range []netip.Prefix{v6, v4} {
+		if on, err := n.VIPOnLo(p); err != nil || on {
+			t.Errorf("after the failed restart (exit %d): stale %s on lo = %v (err %v), want removed\n%s", code, p, on, err, out)
+		}
 	}
 }

@@ -46,6 +46,7 @@ func TestAnycast(t *testing.T) {
 		{"second-instance-refused", secondInstanceRefused},
 		{"failed-restart-after-sigkill-no-stale-vip", failedRestartNoStaleVIP},
 		{"unwritable-state-file", unwritableStateFile},
+		{"corrupted-state-file", corruptedStateFile},
 	}
 	for _, r := range routers {
 		t.Run(string(r), func(t *testing.T) {
@@ -550,4 +551,48 @@ func unwritableStateFile(t *testing.T, l *lab.Lab) {
 		t.Fatalf("undrain: %v\n%s", err, out)
 	}
 	l.WaitNexthops(t, v4, l.AllAddrs(v4), 60*time.Second)
+}
+
+// (f) The state file is corrupted (a crash mid-write on a file system
+// without atomic rename, a stray edit): vipcast must not guess whether the
+// node was drained. It refuses to start, naming the file and the fix, and
+// neither the VIP nor the route come back; with the file removed it starts
+// and the route returns.
+func corruptedStateFile(t *testing.T, l *lab.Lab) {
+	n := l.Node(2)
+	if _, err := n.KillVipcast(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitVipcastExit(l.Opts.DrainPeriod + 10*time.Second); err != nil {
+		t.Fatalf("vipcast SIGTERM: %v", err)
+	}
+	others := addrs(l, v4, l.Except(n)...)
+	l.WaitNexthops(t, v4, others, 3*time.Second)
+	path := filepath.Join(n.Dir, "state.json")
+	if err := os.WriteFile(path, []byte(`{"drained": tru`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(path) })
+	cfg, err := n.VipcastConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, code, err := n.RunVipcastOnce(cfg, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code <= 0 || !strings.Contains(out, path) || !strings.Contains(out, "fix or delete it") {
+		t.Errorf("vipcast with a corrupted state file: exit %d, want a failure naming %s and the fix\n%s", code, path, out)
+	}
+	if on, err := n.VIPOnLo(v4); err != nil || on {
+		t.Errorf("VIP on lo = %v (err %v) after the refused start, want absent", on, err)
+	}
+	l.HoldNexthops(t, v4, others, 500*time.Millisecond)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.StartVipcast(); err != nil {
+		t.Fatal(err)
+	}
+	l.WaitNexthops(t, v4, l.AllAddrs(v4), 30*time.Second)
 }

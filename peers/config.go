@@ -92,12 +92,17 @@ type Peer struct {
 }
 
 // BFDConfig is one peer's BFD (RFC 5880, RFC 5881; RFC 5883 when the peer
-// is multihop). With BFD on, the BGP session starts only once BFD is Up and
-// is torn down the moment BFD fails, and the router, running BFD towards
-// the node, drops the node's route within MinRx x Multiplier of a dead node
-// instead of waiting for the hold timer.
+// is multihop). With BFD on, the BGP session is torn down the moment BFD
+// fails after it was Up, and the router, running BFD towards the node,
+// drops the node's route within MinRx x Multiplier of a dead node instead
+// of waiting for the hold timer. The BGP session starts at once: routers
+// that create their BFD session only once BGP is up (dynamic neighbors)
+// would otherwise never see either come up. Strict makes BGP wait for BFD
+// Up, at start and after each BFD failure.
 type BFDConfig struct {
 	Enabled bool `mapstructure:"enabled"`
+	// Strict holds the BGP session down while BFD is not Up.
+	Strict bool `mapstructure:"strict"`
 	// MinTx is the desired minimum transmit interval (default 300ms).
 	MinTx time.Duration `mapstructure:"minTx"`
 	// MinRx is the required minimum receive interval (default 300ms).
@@ -293,6 +298,9 @@ func (c Config) Validate() error {
 		}
 		if !p.BFD.Enabled && (p.BFD.MinTx != 0 || p.BFD.MinRx != 0 || p.BFD.Multiplier != 0) {
 			add("%s.bfd: timers set but enabled is false; set bfd.enabled: true or remove the timers", f)
+		}
+		if !p.BFD.Enabled && p.BFD.Strict {
+			add("%s.bfd.strict: true but bfd.enabled is false; set bfd.enabled: true or remove strict", f)
 		}
 		if p.TTLSecurityHops > 254 {
 			add("%s.ttlSecurityHops: %d is out of range; use 1 for a directly connected router, at most 254, or 0 for off", f, p.TTLSecurityHops)

@@ -63,6 +63,8 @@ func TestValidate(t *testing.T) {
 			c.Peers[0].NextHopIPv6 = "fe80::11"
 		}, []string{"peers[0].nextHopIPv6: fe80::11 is not a global unicast address"}},
 		{"nextHopIPv6 without the ipv6 family", func(c *Config) { c.Peers[0].NextHopIPv6 = "2001:db8:2::11" }, []string{"peers[0].nextHopIPv6: 2001:db8:2::11 is set but the session carries no IPv6 routes (families [ipv4])"}},
+		{"bfd strict", func(c *Config) { c.Peers[0].BFD = BFDConfig{Enabled: true, Strict: true} }, nil},
+		{"bfd strict without bfd", func(c *Config) { c.Peers[0].BFD.Strict = true }, []string{"peers[0].bfd.strict: true but bfd.enabled is false"}},
 		{"password files", func(c *Config) {
 			c.Peers[0].PasswordFile = empty
 			c.Peers = append(c.Peers, Peer{Address: "192.0.2.2", ASN: 65000, PasswordFile: long}, Peer{Address: "192.0.2.3", ASN: 65000, PasswordFile: filepath.Join(dir, "missing")})

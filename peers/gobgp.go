@@ -70,9 +70,11 @@ type GoBGP struct {
 	nextHopEvery time.Duration
 	nextHopDone  chan struct{}
 
-	// recoverCh feeds recoverLoop the peers whose session dropped; it
-	// closes recoverDone when watchCtx ends.
+	// recoverCh feeds recoverLoop the peers whose session dropped, bfdCh
+	// those whose BFD changed (each queued once until handled); it closes
+	// recoverDone when watchCtx ends.
 	recoverCh   chan netip.Addr
+	bfdCh       chan netip.Addr
 	recoverDone chan struct{}
 
 	pmu   sync.Mutex // guards peers; never held while calling GoBGP
@@ -115,6 +117,8 @@ type peerTrack struct {
 	// nextHopErr says why the IPv6 VIPs are not sent on this session; it
 	// stays until a reload finds a next hop, whatever the session does.
 	nextHopErr string
+
+	bfd bfdTrack // BFD as told by its notifications (damping included)
 }
 
 var _ Router = (*GoBGP)(nil)
@@ -142,6 +146,7 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		nextHopEvery: nextHopRefresh,
 		recoverCh:    make(chan netip.Addr, recoverQueue),
 	}
+	g.bfdCh = make(chan netip.Addr, len(g.cfg.Peers)) // each peer at most once
 	if _, err := g.sessionExports(g.cfg.Peers); err != nil {
 		return nil, err
 	}
@@ -156,7 +161,8 @@ func NewGoBGP(cfg Config, pol policy.Config, vips []netip.Prefix, log *slog.Logg
 		if err != nil {
 			return nil, fmt.Errorf("peer address %q: %w", p.Address, err)
 		}
-		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle, maxPrefixes: p.MaxPrefixes}
+		g.peers[a] = &peerTrack{password: p.PasswordFile != "", state: StateIdle, maxPrefixes: p.MaxPrefixes,
+			bfd: bfdTrack{waitBGP: p.BFD.Enabled && !p.BFD.Strict}}
 	}
 	return g, nil
 }
@@ -464,9 +470,10 @@ func apiPeer(p Peer) (*api.Peer, error) {
 		}},
 		Transport: &api.Transport{RemotePort: uint32(p.Port), LocalAddress: p.SourceAddress, PassiveMode: p.Passive},
 	}
-	// With BFD the session waits, administratively down, until BFD is Up:
-	// BGP over a path BFD cannot vouch for would carry traffic into a hole.
-	ap.Conf.AdminDown = p.BFD.Enabled
+	// Strict BFD: the session waits, administratively down, until BFD is
+	// Up. Otherwise it starts at once, as routers that create BFD only for
+	// an established BGP session (dynamic neighbors) need.
+	ap.Conf.AdminDown = p.BFD.Enabled && p.BFD.Strict
 	if p.EBGPMultihop > 0 {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihop)}
 	}
@@ -739,6 +746,7 @@ func (g *GoBGP) startBFD(ctx context.Context) error {
 		sc := bfd.SessionConfig{
 			Peer: addr, Local: local, Multihop: p.EBGPMultihop > 1, MaxHops: p.EBGPMultihop,
 			DesiredMinTx: p.BFD.MinTx, RequiredMinRx: p.BFD.MinRx, DetectMult: p.BFD.Multiplier,
+			AdminDown: !p.BFD.Strict, // until BGP is up: see bfdTrack.waitBGP
 		}
 		multihop = multihop || sc.Multihop
 		sessions = append(sessions, sc)
@@ -782,88 +790,48 @@ func (g *GoBGP) stopBFD() {
 	g.bfd = nil
 }
 
-// onBFD ties each BGP session to its BFD session: BGP comes up only once
-// BFD is Up and goes down the moment BFD fails.
+// onBFD ties each BGP session to its BFD session: a BFD failure after Up
+// tears BGP down at once, and a strict peer's BGP runs only while BFD is
+// Up. It must not take mu (Stop holds it while BFD stops), so the BGP side
+// is left to recoverLoop (applyBFD), in order per peer.
 func (g *GoBGP) onBFD(c bfd.StateChange) {
 	if !g.bfdRunning.Load() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	switch {
 	case c.New == bfd.StateUp:
-		g.log.Info("BFD up: enabling the BGP session", "peer", c.Peer, "detectTime", c.DetectTime)
+		g.log.Info("BFD up", "peer", c.Peer, "detectTime", c.DetectTime)
 		if hold := g.bfdHold[c.Peer]; hold > 0 && c.DetectTime > hold {
 			g.log.Warn("BFD detection time exceeds the BGP hold time: the router's BFD timers make BFD slower than BGP's own failure detection; lower its minimum intervals or multiplier",
 				"peer", c.Peer, "detectTime", c.DetectTime, "holdTime", hold)
 		}
-		if err := g.setAdmin(ctx, c.Peer, true, ""); err != nil {
-			g.log.Error("enabling BGP session after BFD up", "peer", c.Peer, "err", err)
-		}
 	case c.Failed():
-		reason := "BFD down: " + c.Diag.String()
-		g.log.Warn("BFD failed: tearing the BGP session down", "peer", c.Peer, "diag", c.Diag.String())
-		g.pmu.Lock()
-		if t := g.peers[c.Peer]; t != nil {
-			t.lastError = reason
-		}
-		g.pmu.Unlock()
-		if err := g.setAdmin(ctx, c.Peer, false, reason); err != nil {
-			g.log.Error("disabling BGP session after BFD down", "peer", c.Peer, "err", err)
-		}
+		g.log.Warn("BFD failed: tearing the BGP session down", "peer", c.Peer, "diag", c.Diag.String(), "remoteDiag", c.RemoteDiag.String())
+	case c.PeerRestarted():
+		// The router deleted and recreated its BFD session (FRR does it
+		// once after BGP first comes up): its path to us works, so the BGP
+		// session stays; BFD comes Up again in about a second.
+		g.log.Info("BFD session restarted by the router, not a path failure: keeping the BGP session", "peer", c.Peer, "remoteDiag", c.RemoteDiag.String())
 	case c.Old == bfd.StateUp:
 		// The router set BFD administratively down (maintenance, or a
 		// session it is replacing): not a failure (RFC 5882 3.2), so the
 		// BGP session stays.
 		g.log.Info("BFD administratively down by the router: keeping the BGP session", "peer", c.Peer, "diag", c.Diag.String())
 	}
-}
-
-// setAdmin enables or disables the BGP session with peer and returns once
-// GoBGP's FSM has taken the change. GoBGP queues admin-state requests in a
-// one-slot channel and drops a request made while the previous one is still
-// queued, logging a warning but returning nil; a BFD Down then Up within a
-// millisecond (a process resumed after SIGSTOP reads its backlog of
-// packets) would leave the session disabled with BFD Up, for good. Waiting
-// for each change keeps the slot free; a request that was dropped anyway is
-// sent again.
-func (g *GoBGP) setAdmin(ctx context.Context, peer netip.Addr, up bool, reason string) error {
-	want := api.PeerState_DOWN
-	if up {
-		want = api.PeerState_UP
+	g.pmu.Lock()
+	t := g.peers[c.Peer]
+	if t == nil {
+		g.pmu.Unlock()
+		return
 	}
-	for g.bfdRunning.Load() {
-		var err error
-		if up {
-			err = g.srv.EnablePeer(ctx, &api.EnablePeerRequest{Address: peer.String()})
-		} else {
-			err = g.srv.DisablePeer(ctx, &api.DisablePeerRequest{Address: peer.String(), Communication: reason})
-		}
-		if err != nil {
-			return err
-		}
-		for range 40 { // 200ms, then ask again
-			var state api.PeerState_AdminState
-			found := false
-			err := g.srv.ListPeer(ctx, &api.ListPeerRequest{Address: peer.String()}, func(p *api.Peer) {
-				state, found = p.GetState().GetAdminState(), true
-			})
-			switch {
-			case err != nil:
-				return err
-			case !found:
-				return nil // deleted: BGP is stopping
-			case state == want:
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("admin state still %v: %w", state, ctx.Err())
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
+	t.bfd.up = c.New == bfd.StateUp
+	if c.Failed() {
+		t.bfd.teardown = true
+		t.bfd.reason = fmt.Sprintf("BFD down: %s (router: %s)", c.Diag, c.RemoteDiag)
+		t.lastError = t.bfd.reason
 	}
-	return nil
+	g.pmu.Unlock()
+	g.queueBFD(c.Peer)
 }
 
 // onEvent logs session changes from GoBGP's peer watch.
@@ -894,9 +862,13 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 	// refuses the first tries while its configuration loads.
 	recreate := state == StateIdle && !t.prefixLimited &&
 		(prev == StateEstablished || prev == StateOpenSent || prev == StateOpenConfirm)
+	startBFD := state == StateEstablished && t.bfd.bgpUp()
 	g.pmu.Unlock()
 	if recreate {
 		g.queueRecover(addr)
+	}
+	if startBFD {
+		g.queueBFD(addr)
 	}
 	switch {
 	case prev == state:

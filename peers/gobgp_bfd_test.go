@@ -1,15 +1,19 @@
 package peers
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	api "github.com/osrg/gobgp/v3/api"
+
 	"github.com/vipcast/vipcast/peers/bfd"
 	"github.com/vipcast/vipcast/peers/bgptest"
 	"github.com/vipcast/vipcast/peers/testutil"
+	"github.com/vipcast/vipcast/policy"
 )
 
 // A BFD Down and Up delivered back to back (as when vipcast resumes after
@@ -26,7 +30,7 @@ func TestGoBGPBFDDownUpBackToBack(t *testing.T) {
 	defer g.bfdRunning.Store(false)
 	now := time.Now()
 	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateUp, New: bfd.StateDown, Diag: bfd.DiagNeighborSignaledDown,
-		RemoteState: bfd.StateDown, At: now})
+		RemoteState: bfd.StateDown, RemoteDiag: bfd.DiagControlDetectionTimeExpired, At: now})
 	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateDown, New: bfd.StateInit, RemoteState: bfd.StateDown, At: now})
 	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateInit, New: bfd.StateUp, RemoteState: bfd.StateInit, At: now})
 	// GoBGP waits its 5s idle hold time before connecting again.
@@ -67,5 +71,155 @@ func TestGoBGPBFDDetectTimeAboveHoldTimeWarns(t *testing.T) {
 	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateInit, New: bfd.StateUp, DetectTime: bfd.MaxDetectTime})
 	if out := logs.String(); !strings.Contains(out, warning) || !strings.Contains(out, "detectTime=30s holdTime=9s") {
 		t.Errorf("no %q warning naming both times:\n%s", warning, out)
+	}
+}
+
+// bfdFailure is a BFD failure as the manager reports it: the router's
+// detection time expired, so it signalled Down.
+func bfdFailure(peer netip.Addr) bfd.StateChange {
+	return bfd.StateChange{Peer: peer, Old: bfd.StateUp, New: bfd.StateDown, Diag: bfd.DiagNeighborSignaledDown,
+		RemoteState: bfd.StateDown, RemoteDiag: bfd.DiagControlDetectionTimeExpired, At: time.Now()}
+}
+
+func bfdUp(peer netip.Addr) bfd.StateChange {
+	return bfd.StateChange{Peer: peer, Old: bfd.StateInit, New: bfd.StateUp, At: time.Now()}
+}
+
+// adminState reads GoBGP's admin state of the peer.
+func adminState(t *testing.T, g *GoBGP) api.PeerState_AdminState {
+	t.Helper()
+	var st api.PeerState_AdminState
+	if err := g.srv.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) { st = p.GetState().GetAdminState() }); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestGoBGPBFDTeardownAndRecovery: a BFD failure tears the BGP session
+// down at once; the session is back within recoverBound of BFD Up (GoBGP's
+// 5 s idle hold skipped: EnablePeer took 6 s), and no Cease closes the new
+// session. Non-strict
+// (the default), the session redials without waiting for BFD; strict, it
+// waits administratively down for BFD Up.
+func TestGoBGPBFDTeardownAndRecovery(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		t.Run(map[bool]string{false: "default", true: "strict"}[strict], func(t *testing.T) {
+			r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+			second := netip.MustParsePrefix("203.0.113.20/32")
+			g, logs := startVipcast(t, r, Peer{}, vip4, second)
+			ctx := context.Background()
+			if err := g.Announce(ctx, vip4, policy.Attributes{}); err != nil {
+				t.Fatal(err)
+			}
+			r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+			peer := netip.MustParseAddr(r.Address())
+			// Drive the glue as the BFD manager's notifier would, on a
+			// peer configured with BFD.
+			g.mu.Lock()
+			g.cfg.Peers[0].BFD = BFDConfig{Enabled: true, Strict: strict}
+			g.mu.Unlock()
+			g.bfdRunning.Store(true)
+			defer g.bfdRunning.Store(false)
+			g.onBFD(bfdUp(peer))
+
+			for round := range 2 {
+				g.onBFD(bfdFailure(peer))
+				r.WaitEstablished(t, false, wait)
+				if strict {
+					// Polled: the session drops before applyBFD has
+					// added the new peer.
+					deadline := time.Now().Add(wait)
+					for adminState(t, g) != api.PeerState_DOWN && time.Now().Before(deadline) {
+						time.Sleep(5 * time.Millisecond) // poll interval
+					}
+					if st := adminState(t, g); st != api.PeerState_DOWN {
+						t.Fatalf("round %d: strict peer after BFD failure: admin state %v, want DOWN", round, st)
+					}
+				}
+				if st := waitPeer(t, g, "the BFD reason", func(p PeerStatus) bool { return p.LastError != "" }); !strings.Contains(st.LastError, "BFD down") {
+					t.Errorf("round %d: last error %q, want the BFD failure", round, st.LastError)
+				}
+				// The router is restarted while BFD is down: a GoBGP
+				// router would otherwise hold its side in Idle for 5 s.
+				port := r.Port()
+				r.Close()
+				r = bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, Port: port})
+				before := routerNotifications(t, r)
+				mark := len(logs.String())
+				start := time.Now()
+				g.onBFD(bfdUp(peer))
+				r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+				took := time.Since(start)
+				t.Logf("round %d: route back at the router %v after BFD Up", round, took)
+				if took > recoverBound {
+					t.Errorf("round %d: route back %v after BFD Up, want under %v (GoBGP's idle hold not skipped?)", round, took, recoverBound)
+				}
+				// An UPDATE sent after the session came up arriving means
+				// any Cease sent when it came up would have arrived too.
+				if err := g.Announce(ctx, second, policy.Attributes{}); err != nil {
+					t.Fatal(err)
+				}
+				r.WaitPrefixes(t, []netip.Prefix{vip4, second}, wait)
+				if n := routerNotifications(t, r); n != before {
+					t.Errorf("round %d: router received %d notifications on the new session, want 0", round, n-before)
+				}
+				if after := logs.String()[mark:]; strings.Contains(after, `msg="sent notification"`) {
+					t.Errorf("round %d: vipcast sent a notification on the new session:\n%s", round, after)
+				}
+				if err := g.Withdraw(ctx, second); err != nil {
+					t.Fatal(err)
+				}
+				r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+			}
+		})
+	}
+}
+
+// TestGoBGPBFDPeerRestartKeepsSession: the router replacing its BFD
+// session (FRR 8.4 does once BGP is up: a Down with diag 3, then a new
+// session) and its AdminDown leave the BGP session alone.
+func TestGoBGPBFDPeerRestartKeepsSession(t *testing.T) {
+	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+	g, logs := startVipcast(t, r, Peer{}, vip4)
+	waitPeer(t, g, "established", established)
+	peer := netip.MustParseAddr(r.Address())
+	g.bfdRunning.Store(true)
+	defer g.bfdRunning.Store(false)
+	g.onBFD(bfdUp(peer))
+	restart := bfd.StateChange{Peer: peer, Old: bfd.StateUp, New: bfd.StateDown, Diag: bfd.DiagNeighborSignaledDown,
+		RemoteState: bfd.StateDown, RemoteDiag: bfd.DiagNeighborSignaledDown, At: time.Now()}
+	adminDown := bfd.StateChange{Peer: peer, Old: bfd.StateUp, New: bfd.StateDown, Diag: bfd.DiagNeighborSignaledDown,
+		RemoteState: bfd.StateAdminDown, RemoteDiag: bfd.DiagAdministrativelyDown, At: time.Now()}
+	for _, c := range []bfd.StateChange{restart, bfdUp(peer), adminDown, bfdUp(peer)} {
+		g.onBFD(c)
+	}
+	// applyBFD runs on recoverLoop, coalescing what is queued.
+	deadline := time.Now().Add(wait)
+	for {
+		g.pmu.Lock()
+		queued := g.peers[peer].bfd.queued
+		g.pmu.Unlock()
+		if !queued {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("BFD changes not handled")
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	g.mu.Lock() // applyBFD holds it from before it clears queued until it is done
+	running := g.phase == phaseRunning
+	g.mu.Unlock()
+	if !running {
+		t.Fatal("BGP stopped")
+	}
+	if up, err := r.Established(context.Background()); err != nil || !up {
+		t.Fatalf("router session established = %v (err %v) after a BFD restart and AdminDown, want true\n%s", up, err, logs)
+	}
+	if out := logs.String(); strings.Contains(out, "BGP peer recreated") || strings.Contains(out, "tearing the BGP session down") {
+		t.Errorf("the BGP session was torn down:\n%s", out)
+	}
+	if !strings.Contains(logs.String(), "BFD session restarted by the router, not a path failure") {
+		t.Errorf("no log line for the restart:\n%s", logs)
 	}
 }

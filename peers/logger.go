@@ -156,6 +156,11 @@ func peerReason(level slog.Level, msg string, f gobgplog.Fields) string {
 	case "failed to connect":
 		return fmt.Sprintf("connect: %v", f["Error"])
 	case "Peer Down":
+		if fmt.Sprint(f["Reason"]) == "dying" {
+			// vipcast deleted the peer (to recreate it, on a reload or
+			// at stop): the error that led there says more.
+			return ""
+		}
 		return fmt.Sprintf("session down: %v", f["Reason"])
 	case "sent notification", "received notification":
 		code, _ := f["Code"].(uint8)

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
-
-	"github.com/vipcast/vipcast/peers/bfd"
 )
 
 // recoverQueue bounds the peers waiting to be recreated; a peer that does
@@ -42,6 +40,10 @@ func (g *GoBGP) recoverLoop(ctx context.Context, done chan<- struct{}) {
 		case addr := <-g.recoverCh:
 			if err := g.recreatePeer(ctx, addr); err != nil && ctx.Err() == nil {
 				g.log.Warn("recreating BGP peer after session loss; GoBGP retries on its own after 5 s", "peer", addr, "err", err)
+			}
+		case addr := <-g.bfdCh:
+			if err := g.applyBFD(ctx, addr); err != nil && ctx.Err() == nil {
+				g.log.Error("applying a BFD change to the BGP session", "peer", addr, "err", err)
 			}
 		}
 	}
@@ -96,12 +98,10 @@ func (g *GoBGP) recreatePeer(ctx context.Context, addr netip.Addr) error {
 	if err := g.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
 		return fmt.Errorf("deleting peer: %w", err)
 	}
-	// A BFD peer is enabled only while BFD is Up; it was (the admin state
-	// was up), unless BFD failed in the last moments.
-	if cfg.BFD.Enabled {
-		ap.Conf.AdminDown = !g.bfdUp(addr)
-	}
+	// A strict BFD peer is enabled only while BFD is Up; it was (the
+	// admin state was up), unless BFD failed in the last moments.
 	g.pmu.Lock()
+	ap.Conf.AdminDown = cfg.BFD.Strict && !t.bfd.up
 	t.recreated = time.Now()
 	g.pmu.Unlock()
 	if err := g.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
@@ -111,14 +111,141 @@ func (g *GoBGP) recreatePeer(ctx context.Context, addr netip.Addr) error {
 	return nil
 }
 
-func (g *GoBGP) bfdUp(addr netip.Addr) bool {
-	if g.bfd == nil || !g.bfdRunning.Load() {
+// bfdTrack is a peer's BFD as onBFD was told it; guarded by pmu.
+type bfdTrack struct {
+	// waitBGP: a non-strict session starts AdminDown and waits for the
+	// first BGP establishment (bgpUp sets start). FRR 8.4 replaces each
+	// neighbor's BFD session when BGP comes up (it registers it again with
+	// the local address); if that session was Up, FRR's bgpd takes the
+	// replacement for a BFD failure and closes the new BGP session (Cease,
+	// BFD Down), so every vipcast start flapped the route once. Non-strict
+	// BGP does not need BFD before it is up, so BFD starts then.
+	waitBGP  bool
+	start    bool   // BGP is up: take the session out of AdminDown
+	up       bool   // the last notification was Up (a damped Up is not one)
+	teardown bool   // a failure was notified: tear the BGP session down
+	reason   string // of the last failure, the peer's error once torn down
+	redial   bool   // BFD tore BGP down: the next Up dials at once
+	queued   bool   // in bfdCh, not yet handled by applyBFD
+}
+
+// bgpUp notes a BGP establishment and reports whether the BFD session
+// must be started. Called with pmu held.
+func (b *bfdTrack) bgpUp() bool {
+	if !b.waitBGP {
 		return false
 	}
-	for _, s := range g.bfd.Sessions() {
-		if s.Peer == addr {
-			return s.State == bfd.StateUp
+	b.waitBGP, b.start = false, true
+	return true
+}
+
+// queue marks the peer queued and reports whether it was not already.
+// Called with pmu held.
+func (b *bfdTrack) queue() bool {
+	q := !b.queued
+	b.queued = true
+	return q
+}
+
+// queueBFD asks recoverLoop to run applyBFD for addr, once however many
+// changes arrive meanwhile (applyBFD reads the latest). It never blocks.
+func (g *GoBGP) queueBFD(addr netip.Addr) {
+	g.pmu.Lock()
+	t := g.peers[addr]
+	q := t != nil && t.bfd.queue()
+	g.pmu.Unlock()
+	if q {
+		select {
+		case g.bfdCh <- addr:
+		default: // cannot happen: one slot per peer
 		}
 	}
-	return false
+}
+
+// applyBFD brings addr's BGP session in line with its BFD session, by
+// recreating the GoBGP peer rather than DisablePeer/EnablePeer: an enabled
+// peer first waits GoBGP's 5 s idle hold (its fsm.go), and a disabled one
+// may keep a Cease for its next session (see recoverLoop). DeletePeer's
+// Cease goes to the session BFD found dead, and the new peer starts clean.
+//   - After a BFD failure: the session is torn down now. A strict peer
+//     comes back administratively down, waiting for BFD Up; any other
+//     connects again at once, as the router may create BFD only once BGP
+//     is up again (dynamic neighbors).
+//   - BFD Up: a strict peer waiting for it, or a peer torn down by BFD and
+//     not yet re-established, is recreated enabled, so it connects now
+//     (GoBGP's first try after 1-2 s) instead of at its next connect-retry
+//     tick, up to 2 x connectRetry away on a link that was dead.
+func (g *GoBGP) applyBFD(ctx context.Context, addr netip.Addr) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pmu.Lock()
+	t := g.peers[addr]
+	if t == nil {
+		g.pmu.Unlock()
+		return nil
+	}
+	st := t.bfd
+	t.bfd.queued, t.bfd.teardown, t.bfd.start = false, false, false
+	if st.teardown {
+		t.bfd.redial = !st.up // Up again already: the new peer dials now
+	} else if st.up {
+		t.bfd.redial = false // used below, if at all
+	}
+	g.pmu.Unlock()
+	if g.phase != phaseRunning {
+		return nil
+	}
+	if st.start && g.bfd != nil && g.bfdRunning.Load() {
+		if err := g.bfd.SetAdminDown(ctx, addr, false); err != nil {
+			return fmt.Errorf("starting BFD: %w", err)
+		}
+		g.log.Debug("BGP up: BFD session started", "peer", addr)
+	}
+	var cfg *Peer
+	for i := range g.cfg.Peers {
+		if a, err := netip.ParseAddr(g.cfg.Peers[i].Address); err == nil && a == addr {
+			cfg = &g.cfg.Peers[i]
+		}
+	}
+	if cfg == nil {
+		return nil
+	}
+	var cur *api.Peer
+	if err := g.srv.ListPeer(ctx, &api.ListPeerRequest{Address: addr.String()}, func(p *api.Peer) { cur = p }); err != nil {
+		return fmt.Errorf("listing peer: %w", err)
+	}
+	if cur == nil || cur.GetState().GetAdminState() == api.PeerState_PFX_CT {
+		return nil // the prefix limit keeps it down, whatever BFD does
+	}
+	adminUp := cur.GetState().GetAdminState() == api.PeerState_UP
+	switch s := cur.GetState().GetSessionState(); {
+	case st.teardown:
+		// Whatever its state: Established over a dead path, or on its
+		// way there. Also when BFD is already Up again (a Down and an Up
+		// back to back): the failure happened.
+	case !st.up:
+		return nil // Down without a failure: nothing to tear down
+	case !adminUp:
+		// Strict, and BFD is Up: enable it.
+	case st.redial && s != api.PeerState_ESTABLISHED && s != api.PeerState_OPENSENT && s != api.PeerState_OPENCONFIRM:
+		// Torn down by BFD and still not back: the path is, so dial now.
+	default:
+		return nil
+	}
+	ap, err := apiPeer(*cfg)
+	if err != nil {
+		return err
+	}
+	ap.Conf.AdminDown = cfg.BFD.Strict && !st.up
+	if err := g.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		return fmt.Errorf("deleting peer: %w", err)
+	}
+	g.pmu.Lock()
+	t.recreated = time.Now()
+	g.pmu.Unlock()
+	if err := g.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: ap}); err != nil {
+		return fmt.Errorf("adding peer: %w", err)
+	}
+	g.log.Debug("BGP peer recreated for BFD", "peer", addr, "bfdUp", st.up, "adminDown", ap.Conf.AdminDown)
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -25,15 +26,26 @@ const labelSuffix = ":vip"
 // including the terminating NUL.
 const maxLabelLen = unix.IFNAMSIZ - 1
 
+// IPv6 has no address labels, so vipcast marks its IPv6 VIPs with the
+// address protocol instead (IFA_PROTO, Linux 5.18+; `ip -d addr` shows it as
+// "proto 0x76"): a successor that cannot read its configuration still
+// recognises them. Older kernels ignore the attribute; their stale IPv6 VIPs
+// go only when the configuration names them.
+const (
+	ifaProto = 11   // IFA_PROTO in linux/if_addr.h; golang.org/x/sys/unix lacks it
+	vipProto = 0x76 // 'v'; the kernel's own values (IFAPROT_*) are 0-3
+)
+
 // dumpRetries bounds the re-reads of an address dump the kernel reported as
 // interrupted (NLM_F_DUMP_INTR: the list changed while being read).
 const dumpRetries = 5
 
 // Loopback implements Addresses with netlink on one interface (normally lo).
 //
-// IPv4 VIPs carry the label "<ifname>:vip"; IPv6 has no address labels, so a
-// stale IPv6 VIP is only removed by Cleanup when it is in the list it is
-// given. All methods are safe for concurrent use.
+// IPv4 VIPs carry the label "<ifname>:vip"; IPv6 has no address labels, so
+// IPv6 VIPs carry the address protocol vipProto instead. Cleanup removes
+// both kinds of marked address, and the VIPs it is given. All methods are
+// safe for concurrent use.
 type Loopback struct {
 	mu     sync.Mutex
 	h      *netlink.Handle
@@ -46,6 +58,10 @@ type Loopback struct {
 	// diag (NETLINK_INET_DIAG, same namespace as h) aborts the connections
 	// left on a removed VIP; nil: they are left to time out.
 	diag *netlink.Handle
+	// rt is a raw NETLINK_ROUTE socket in h's namespace, for the address
+	// protocol the netlink library cannot set or read; nil: IPv6 VIPs are
+	// added unmarked, and only configured ones are cleaned up.
+	rt *nl.SocketHandle
 }
 
 var _ Addresses = (*Loopback)(nil)
@@ -67,7 +83,20 @@ func NewLoopback(ifname string, log *slog.Logger) (*Loopback, error) {
 	if l.diag, err = netlink.NewHandle(unix.NETLINK_INET_DIAG); err != nil {
 		l.log.Warn("no sock_diag: connections on a removed VIP are left to time out", "err", err)
 	}
+	if l.rt, err = routeSocketAt(netns.None()); err != nil {
+		l.log.Warn("no raw netlink socket: IPv6 VIPs unmarked, a stale one is removed only when configured", "err", err)
+	}
 	return l, nil
+}
+
+// routeSocketAt opens a NETLINK_ROUTE socket in ns (netns.None(): the
+// calling thread's).
+func routeSocketAt(ns netns.NsHandle) (*nl.SocketHandle, error) {
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink route socket: %w", err)
+	}
+	return &nl.SocketHandle{Socket: s}, nil
 }
 
 // newLoopbackAt is NewLoopback on a given handle, which may belong to another
@@ -104,6 +133,10 @@ func (l *Loopback) Close() error {
 	if l.diag != nil {
 		l.diag.Close()
 		l.diag = nil
+	}
+	if l.rt != nil {
+		l.rt.Close()
+		l.rt = nil
 	}
 	return nil
 }
@@ -145,7 +178,11 @@ func (l *Loopback) Add(vip netip.Prefix) error {
 	} else {
 		a.Flags = unix.IFA_F_NODAD
 	}
-	switch err := l.h.AddrAdd(link, a); {
+	add := func() error { return l.h.AddrAdd(link, a) }
+	if vip.Addr().Is6() && l.rt != nil {
+		add = func() error { return l.addMarked6(link.Attrs().Index, vip) }
+	}
+	switch err := add(); {
 	case err == nil:
 		l.log.Debug("vip added", "vip", vip)
 	case errors.Is(err, unix.EEXIST):
@@ -154,6 +191,95 @@ func (l *Loopback) Add(vip netip.Prefix) error {
 		return fmt.Errorf("add vip %s on %s: %w", vip, l.ifname, err)
 	}
 	return nil
+}
+
+// addMarked6 adds an IPv6 VIP as Add does (scope global, no DAD), marked
+// with the address protocol vipProto (l.mu held, l.rt set). The request is
+// RTM_NEWADDR with NLM_F_CREATE|NLM_F_EXCL, as netlink.AddrAdd sends it.
+func (l *Loopback) addMarked6(index int, vip netip.Prefix) error {
+	req := &nl.NetlinkRequest{
+		NlMsghdr: unix.NlMsghdr{
+			Len:   uint32(unix.SizeofNlMsghdr),
+			Type:  unix.RTM_NEWADDR,
+			Flags: unix.NLM_F_REQUEST | unix.NLM_F_CREATE | unix.NLM_F_EXCL | unix.NLM_F_ACK,
+		},
+		Sockets: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: l.rt},
+	}
+	msg := nl.NewIfAddrmsg(unix.AF_INET6)
+	msg.Index = uint32(index)
+	msg.Prefixlen = uint8(vip.Bits())
+	msg.Scope = unix.RT_SCOPE_UNIVERSE
+	msg.Flags = unix.IFA_F_NODAD
+	req.AddData(msg)
+	ip := vip.Addr().AsSlice()
+	req.AddData(nl.NewRtAttr(unix.IFA_LOCAL, ip))
+	req.AddData(nl.NewRtAttr(unix.IFA_ADDRESS, ip))
+	req.AddData(nl.NewRtAttr(ifaProto, []byte{vipProto}))
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
+}
+
+// marked returns the addresses on the interface with index that carry the
+// address protocol vipProto (l.mu held). Without l.rt, none.
+func (l *Loopback) marked(index int) (map[netip.Prefix]bool, error) {
+	if l.rt == nil {
+		return nil, nil
+	}
+	var err error
+	for range dumpRetries {
+		var m map[netip.Prefix]bool
+		if m, err = l.dumpMarked(index); err == nil || !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return m, err
+		}
+	}
+	return nil, err
+}
+
+func (l *Loopback) dumpMarked(index int) (map[netip.Prefix]bool, error) {
+	req := &nl.NetlinkRequest{
+		NlMsghdr: unix.NlMsghdr{
+			Len:   uint32(unix.SizeofNlMsghdr),
+			Type:  unix.RTM_GETADDR,
+			Flags: unix.NLM_F_REQUEST | unix.NLM_F_DUMP,
+		},
+		Sockets: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: l.rt},
+	}
+	req.AddData(nl.NewIfAddrmsg(unix.AF_UNSPEC))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
+	m := map[netip.Prefix]bool{}
+	for _, b := range msgs {
+		if len(b) < unix.SizeofIfAddrmsg {
+			continue
+		}
+		am := nl.DeserializeIfAddrmsg(b)
+		if int(am.Index) != index {
+			continue
+		}
+		attrs, perr := nl.ParseRouteAttr(b[unix.SizeofIfAddrmsg:])
+		if perr != nil {
+			return nil, fmt.Errorf("parse address dump: %w", perr)
+		}
+		var addr []byte
+		proto := -1
+		for _, a := range attrs {
+			switch a.Attr.Type {
+			case unix.IFA_ADDRESS:
+				addr = a.Value
+			case unix.IFA_LOCAL:
+				if addr == nil {
+					addr = a.Value
+				}
+			case ifaProto:
+				if len(a.Value) == 1 {
+					proto = int(a.Value[0])
+				}
+			}
+		}
+		if ip, ok := netip.AddrFromSlice(addr); ok && proto == vipProto {
+			m[netip.PrefixFrom(ip.Unmap(), int(am.Prefixlen))] = true
+		}
+	}
+	return m, err
 }
 
 // Remove takes vip off the interface, whatever its label. An absent VIP is
@@ -225,9 +351,9 @@ func (l *Loopback) resetConns(vip netip.Prefix) {
 	}
 }
 
-// Cleanup removes every address on the interface that is in vips or carries
-// the "<ifname>:vip" label, and leaves all others (127.0.0.1/8, ::1, an
-// admin's addresses) alone. It tries every address and returns all
+// Cleanup removes every address on the interface that is in vips, carries
+// the "<ifname>:vip" label (IPv4) or the address protocol vipProto (IPv6),
+// and leaves all others (127.0.0.1/8, ::1, an admin's addresses) alone. It tries every address and returns all
 // failures joined.
 func (l *Loopback) Cleanup(vips []netip.Prefix) error {
 	want := make(map[netip.Prefix]bool, len(vips))
@@ -247,13 +373,18 @@ func (l *Loopback) Cleanup(vips []netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("cleanup vips on %s: list addresses: %w", l.ifname, err)
 	}
+	marked, err := l.marked(link.Attrs().Index)
+	if err != nil {
+		// Still remove the configured and labelled ones.
+		l.log.Warn("cleanup: marked IPv6 vips unknown", "err", err)
+	}
 	var errs []error
 	for _, a := range addrs {
 		p, ok := prefixOf(a.IPNet)
 		if !ok {
 			continue
 		}
-		labelled := p.Addr().Is4() && a.Label == l.label
+		labelled := p.Addr().Is4() && a.Label == l.label || p.Addr().Is6() && marked[p]
 		if !want[p] && !labelled {
 			continue
 		}
@@ -264,7 +395,7 @@ func (l *Loopback) Cleanup(vips []netip.Prefix) error {
 			errs = append(errs, err)
 			continue
 		}
-		l.log.Info("cleanup: vip removed", "vip", p, "err", nil, "configured", want[p], "label", a.Label)
+		l.log.Info("cleanup: vip removed", "vip", p, "err", nil, "configured", want[p], "label", a.Label, "marked", marked[p])
 		l.resetConns(p)
 	}
 	return errors.Join(errs...)

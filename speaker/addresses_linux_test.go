@@ -96,6 +96,9 @@ func newTestLoopback(t *testing.T, log *slogRecorder) (*Loopback, netns.NsHandle
 		t.Fatalf("newLoopbackAt: %v", err)
 	}
 	t.Cleanup(func() { l.Close() })
+	if l.rt, err = routeSocketAt(ns); err != nil {
+		t.Fatal(err)
+	}
 	return l, ns, h
 }
 
@@ -265,7 +268,9 @@ func TestLoopbackCleanup(t *testing.T) {
 		netip.MustParsePrefix("2001:db8::10/128"),
 		netip.MustParsePrefix("203.0.113.20/32"), // configured but absent
 	}
-	for _, s := range []string{"203.0.113.10/32", "2001:db8::10/128", "203.0.113.99/32"} {
+	// 2001:db8::77 is a predecessor's IPv6 VIP no longer configured: no
+	// label, but the address protocol marks it as vipcast's.
+	for _, s := range []string{"203.0.113.10/32", "2001:db8::10/128", "203.0.113.99/32", "2001:db8::77/128"} {
 		if err := l.Add(netip.MustParsePrefix(s)); err != nil {
 			t.Fatal(err)
 		}
@@ -300,7 +305,7 @@ func TestLoopbackCleanup(t *testing.T) {
 		}
 	}
 	slices.Sort(removed)
-	if diff := cmp.Diff([]string{"2001:db8::10/128", "203.0.113.10/32", "203.0.113.99/32"}, removed); diff != "" {
+	if diff := cmp.Diff([]string{"2001:db8::10/128", "2001:db8::77/128", "203.0.113.10/32", "203.0.113.99/32"}, removed); diff != "" {
 		t.Errorf("logged removals (-want +got):\n%s", diff)
 	}
 
@@ -409,8 +414,12 @@ func TestStaleVIPsFromKilledPredecessor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	// The successor's configuration no longer lists 203.0.113.99.
-	configured := []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32"), netip.MustParsePrefix("2001:db8::10/128")}
+	if l.rt, err = routeSocketAt(ns); err != nil {
+		t.Fatal(err)
+	}
+	// The successor's configuration no longer lists 203.0.113.99 nor the
+	// IPv6 VIP: the label and the address protocol say they are vipcast's.
+	configured := []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}
 	if err := l.Cleanup(configured); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}

@@ -51,6 +51,9 @@ func TestNetnsHelperProcess(t *testing.T) {
 	if err != nil {
 		fail("%v", err)
 	}
+	if l.rt, err = routeSocketAt(netns.NsHandle(helperNSFD)); err != nil {
+		fail("%v", err)
+	}
 	for _, s := range strings.Split(os.Getenv(helperVIPsEnv), ",") {
 		if s == "" {
 			continue

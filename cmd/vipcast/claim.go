@@ -36,10 +36,11 @@ func lockNode(cmd *cobra.Command, log *slog.Logger) (*speaker.InstanceLock, erro
 // socket that does not bind): a vipcast that never gets to run must not
 // leave the node answering for a VIP nobody advertises. cfg may come from a
 // configuration that failed validation, or be empty (unreadable YAML); it
-// removes every address carrying vipcast's IPv4 label ("lo:vip") on the
-// configured interface (lo if unknown) and every configured VIP that parses.
-// IPv6 addresses have no label, so a stale IPv6 VIP is removed only when
-// the configuration names it.
+// removes every address vipcast marked as its own on the configured
+// interface (lo if unknown): IPv4 by the label "lo:vip", IPv6 (no labels)
+// by the address protocol (Linux 5.18+; older kernels drop the mark, and a
+// stale IPv6 VIP there goes only when the configuration names it), and
+// every configured VIP that parses.
 func removeStaleVIPs(cfg fileConfig, log *slog.Logger) {
 	ifname := cfg.Speaker.Loopback.Interface
 	if ifname == "" {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,7 +22,8 @@ import (
 
 // TestRemoveStaleVIPs runs the start-up cleanup in a fresh network
 // namespace with what a predecessor left on lo: a labelled IPv4 VIP, an
-// IPv6 VIP (no label) and an admin's address that must survive.
+// IPv6 VIP (no label: marked by the address protocol) and an admin's IPv4
+// and IPv6 addresses that must survive.
 func TestRemoveStaleVIPs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: needs root (a network namespace and netlink)")
@@ -32,12 +34,12 @@ func TestRemoveStaleVIPs(t *testing.T) {
 		want []string
 	}{
 		// An unparseable file gives an empty config: only the label is known.
-		{"unparseable config", fileConfig{}, []string{"127.0.0.1/8", "198.51.100.7/32", "2001:db8:ffff::10/128", "::1/128"}},
+		{"unparseable config", fileConfig{}, []string{"127.0.0.1/8", "198.51.100.7/32", "2001:db8::99/128", "::1/128"}},
 		{"configured vips", func() fileConfig {
 			c := defaultConfig()
 			c.Speaker.VIPs = []string{"2001:db8:ffff::10/128", "203.0.113.0/24"}
 			return c
-		}(), []string{"127.0.0.1/8", "198.51.100.7/32", "::1/128"}},
+		}(), []string{"127.0.0.1/8", "198.51.100.7/32", "2001:db8::99/128", "::1/128"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,11 +54,21 @@ func TestRemoveStaleVIPs(t *testing.T) {
 				for _, a := range []netlink.Addr{
 					{IPNet: cidr("203.0.113.10/32"), Label: "lo:vip"},
 					{IPNet: cidr("198.51.100.7/32")},
-					{IPNet: cidr("2001:db8:ffff::10/128"), Flags: 0x02 /* IFA_F_NODAD */},
+					{IPNet: cidr("2001:db8::99/128"), Flags: 0x02 /* IFA_F_NODAD */},
 				} {
 					if err := netlink.AddrAdd(lo, &a); err != nil {
 						return nil, err
 					}
+				}
+				// The predecessor's IPv6 VIP, added as vipcast adds it.
+				pred, err := speaker.NewLoopback("lo", slog.New(slog.DiscardHandler))
+				if err != nil {
+					return nil, err
+				}
+				err = pred.Add(netip.MustParsePrefix("2001:db8:ffff::10/128"))
+				pred.Close()
+				if err != nil {
+					return nil, err
 				}
 				removeStaleVIPs(tt.cfg, slog.New(slog.DiscardHandler))
 				addrs, err := netlink.AddrList(lo, netlink.FAMILY_ALL)

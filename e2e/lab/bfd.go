@@ -164,6 +164,14 @@ func (r *birdRouter) bfdSettled() (bool, string) {
 	return true, ""
 }
 
+// WaitBFDSettled is waitBFDSettled for tests.
+func (l *Lab) WaitBFDSettled(t T, timeout time.Duration) {
+	t.Helper()
+	if err := l.waitBFDSettled(timeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // waitBFDSettled waits until the router's BFD sessions are Up in their
 // final form (see frrRouter.bfdSettled), so scenarios do not start in the
 // middle of FRR's one-time re-registration flap.

@@ -88,6 +88,12 @@ type Options struct {
 	// `bfd on` in the BGP templates).
 	BFD *BFDOptions
 
+	// DynamicPeers (FRR only) makes the router accept the nodes through
+	// `bgp listen range` on the node subnets instead of one neighbor line
+	// each: FRR creates a node's neighbor, and its BFD session, only once
+	// that node's BGP connection arrives.
+	DynamicPeers bool
+
 	// GracefulShutdownWait, if set, turns on vipcast's RFC 8326 graceful
 	// shutdown (policy.gracefulShutdown) with this wait; 0 turns it off,
 	// so the other scenarios see a drain or SIGTERM withdraw at once.
@@ -111,6 +117,7 @@ type Options struct {
 type BFDOptions struct {
 	Interval   time.Duration // default 100ms; FRR and BIRD take whole milliseconds
 	Multiplier int           // default 3
+	Strict     bool          // vipcast's bfd.strict: BGP only while BFD is Up
 }
 
 // DetectTime is Interval x Multiplier: how long either end waits without a
@@ -262,6 +269,9 @@ func Require(t T, r Router) {
 func New(t T, opts Options) *Lab {
 	t.Helper()
 	opts.defaults()
+	if opts.DynamicPeers && opts.Router != FRR {
+		t.Fatalf("lab: DynamicPeers is implemented for FRR only, not %s", opts.Router)
+	}
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	l := &Lab{Opts: opts, ID: "vc" + hex.EncodeToString(b[:]), t: t}

@@ -82,6 +82,14 @@ func (r *frrRouter) config() string {
 		if o.BFD != nil {
 			fmt.Fprintf(&b, " neighbor %s bfd profile %s\n", name, frrBFDProfile)
 		}
+		if o.DynamicPeers && len(peers) > 0 {
+			bits := 24
+			if peers[0].Is6() {
+				bits = 64
+			}
+			fmt.Fprintf(&b, " bgp listen range %s peer-group %s\n", netip.PrefixFrom(peers[0], bits).Masked(), name)
+			return
+		}
 		for _, p := range peers {
 			fmt.Fprintf(&b, " neighbor %s peer-group %s\n", p, name)
 		}

@@ -104,13 +104,41 @@ type StateChange struct {
 
 // Failed reports whether the change means the forwarding path is to be
 // considered failed, so clients (BGP) should tear down: Up -> Down, except
-// when the peer signalled AdminDown (RFC 5882 3.2). A local AdminDown
-// (session removed or disabled) is not a failure either.
+// when the peer signalled AdminDown (RFC 5882 3.2) or restarted its session
+// (see PeerRestarted). A local AdminDown (session removed or disabled) is
+// not a failure either. What is left is our own detection time expiring
+// (diag 1) or the peer reporting a failure it detected (its diag 1, 2, 4,
+// 5, 6 or 8).
 func (c StateChange) Failed() bool {
 	if c.Old != StateUp || c.New != StateDown {
 		return false
 	}
-	return !(c.Diag == DiagNeighborSignaledDown && c.RemoteState == StateAdminDown)
+	return !(c.Diag == DiagNeighborSignaledDown && c.RemoteState == StateAdminDown) && !c.PeerRestarted()
+}
+
+// PeerRestarted reports an Up -> Down caused by a Down from the peer whose
+// own diagnostic names no failure: None, NeighborSignaledDown (we never
+// signalled Down while Up) or AdministrativelyDown. RFC 5880 6.8.1 makes
+// bfd.LocalDiag the reason for the last change of the sender's state, and
+// a session that detected a failure says so (diag 1 and up); one that was
+// deleted and recreated by its control plane does not. FRR 8.4 does this
+// to every BGP neighbor's session once BGP is up (bgpd registers it again
+// with its local address): the old session's last packet is Down with
+// diag 3, then a new session with a new discriminator comes Up within a
+// second. Taking that for a path failure (RFC 5882 3.2 reserves teardown
+// for a failed path) would drop BGP for nothing, and, with routers that
+// recreate BFD with each BGP session (dynamic neighbors), in a loop. The
+// packet proves the path from the peer works; a failure in our direction
+// makes the peer's detection time expire, which it reports with diag 1.
+func (c StateChange) PeerRestarted() bool {
+	if c.Old != StateUp || c.New != StateDown || c.Diag != DiagNeighborSignaledDown || c.RemoteState != StateDown {
+		return false
+	}
+	switch c.RemoteDiag {
+	case DiagNone, DiagNeighborSignaledDown, DiagAdministrativelyDown:
+		return true
+	}
+	return false
 }
 
 // SessionCounters count the traffic of one session.

@@ -393,6 +393,9 @@ func (l *lockedBuffer) String() string {
 // the session as fast as it can send (9,500 flaps and 91,000 log lines in
 // 7 s in the test). BGP must see at most DampFlaps flaps, the log
 // a bounded number of lines, and, once the hold ends with BFD Up, the Up.
+// The Downs carry diag 1, as from a router whose detection time expired:
+// failures, the kind that tears BGP down (a Down with diag 0 is a restart,
+// which leaves BGP alone: TestStateChangeFailed).
 func TestManagerDampsHostileFlaps(t *testing.T) {
 	logs := &lockedBuffer{}
 	m := startManager(t, Config{DisableIPv6: true, DampHold: 500 * time.Millisecond,
@@ -403,7 +406,11 @@ func TestManagerDampsHostileFlaps(t *testing.T) {
 	}
 	your := m.Sessions()[0].LocalDiscr // a non-Down packet must name it (6.8.6)
 	pkt := func(st State) []byte {
-		return (&Packet{Version: 1, State: st, DetectMult: 3, MyDiscriminator: 7, YourDiscriminator: your,
+		diag := DiagNone
+		if st == StateDown {
+			diag = DiagControlDetectionTimeExpired
+		}
+		return (&Packet{Version: 1, State: st, Diag: diag, DetectMult: 3, MyDiscriminator: 7, YourDiscriminator: your,
 			DesiredMinTxInterval: 1e6, RequiredMinRxInterval: 1e6}).AppendEncode(nil)
 	}
 	const cycles = 40
@@ -447,5 +454,41 @@ func TestManagerDampsHostileFlaps(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestStateChangeFailed pins which Up -> Down changes tear BGP down: our
+// detection time expiring and a failure the router reports, not its
+// AdminDown (RFC 5882 3.2) nor a restart of its session (diag 0 or 3 from
+// the router, as FRR 8.4 sends when it re-registers a BGP neighbor's
+// session).
+func TestStateChangeFailed(t *testing.T) {
+	up, down := StateUp, StateDown
+	tests := []struct {
+		name                  string
+		c                     StateChange
+		failed, peerRestarted bool
+	}{
+		{"detection time expired", StateChange{Old: up, New: down, Diag: DiagControlDetectionTimeExpired, RemoteState: down}, true, false},
+		{"router detected a failure", StateChange{Old: up, New: down, Diag: DiagNeighborSignaledDown, RemoteState: down, RemoteDiag: DiagControlDetectionTimeExpired}, true, false},
+		{"router path down", StateChange{Old: up, New: down, Diag: DiagNeighborSignaledDown, RemoteState: down, RemoteDiag: DiagPathDown}, true, false},
+		{"router echo failed", StateChange{Old: up, New: down, Diag: DiagNeighborSignaledDown, RemoteState: down, RemoteDiag: DiagEchoFunctionFailed}, true, false},
+		{"router AdminDown", StateChange{Old: up, New: down, Diag: DiagNeighborSignaledDown, RemoteState: StateAdminDown, RemoteDiag: DiagAdministrativelyDown}, false, false},
+		{"router restarted its session (FRR 8.4)", StateChange{Old: up, New: down, Diag: DiagNeighborSignaledDown, RemoteState: down, RemoteDiag: DiagNeighborSignaledDown}, false, true},
+		{"router new session, no diag", StateChange{Old: up, New: down, Diag: DiagNeighborSignaledDown, RemoteState: down, RemoteDiag: DiagNone}, false, true},
+		{"router Down with diag 7", StateChange{Old: up, New: down, Diag: DiagNeighborSignaledDown, RemoteState: down, RemoteDiag: DiagAdministrativelyDown}, false, true},
+		{"local AdminDown", StateChange{Old: up, New: StateAdminDown, Diag: DiagAdministrativelyDown, RemoteState: up}, false, false},
+		{"Init timed out", StateChange{Old: StateInit, New: down, Diag: DiagControlDetectionTimeExpired, RemoteState: down}, false, false},
+		{"Up", StateChange{Old: StateInit, New: up}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.c.Failed(); got != tt.failed {
+				t.Errorf("Failed() = %v, want %v", got, tt.failed)
+			}
+			if got := tt.c.PeerRestarted(); got != tt.peerRestarted {
+				t.Errorf("PeerRestarted() = %v, want %v", got, tt.peerRestarted)
+			}
+		})
 	}
 }
