@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/vipcast/vipcast/peers/bgptest"
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -35,7 +36,7 @@ func TestGoBGPPerPeerAttributes(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	g, err := NewGoBGP(mustParse(t, cfg, pol), []netip.Prefix{vip4}, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -57,20 +58,18 @@ func TestGoBGPPerPeerAttributes(t *testing.T) {
 		t.Helper()
 		want.Prefix, want.NextHop = vip4, netip.MustParseAddr("127.0.0.1")
 		var got bgptest.Path
-		deadline := time.Now().Add(wait)
-		for time.Now().Before(deadline) {
+		diff := func() string { return cmp.Diff(want, got, cmpopts.EquateComparable(netip.Prefix{}, netip.Addr{})) }
+		testutil.Eventually(t, what+": router "+r.Address()+" path", func() bool {
 			ps, err := r.Paths(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(ps) == 1 {
-				if got = ps[0]; cmp.Diff(want, got, cmpopts.EquateComparable(netip.Prefix{}, netip.Addr{})) == "" {
-					return
-				}
+			if len(ps) != 1 {
+				return false
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatalf("%s: router %s path (-want +got):\n%s", what, r.Address(), cmp.Diff(want, got, cmpopts.EquateComparable(netip.Prefix{}, netip.Addr{})))
+			got = ps[0]
+			return diff() == ""
+		}, func() string { return "(-want +got):\n" + diff() })
 	}
 	check("global policy", r1, bgptest.Path{ASPath: []uint32{localASN, localASN}, MED: u32(5), Communities: []policy.Community{c(100)}})
 	check("peer policy", r2, bgptest.Path{ASPath: []uint32{localASN}, MED: u32(50), Communities: []policy.Community{c(100), c(201)}})

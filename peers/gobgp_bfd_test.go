@@ -2,6 +2,7 @@ package peers
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/vipcast/vipcast/peers/bfd"
 	"github.com/vipcast/vipcast/peers/bgptest"
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -31,23 +33,21 @@ func TestGoBGPBFDDownUpBackToBack(t *testing.T) {
 		RemoteState: bfd.StateDown, RemoteDiag: bfd.DiagControlDetectionTimeExpired, At: now})
 	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateDown, New: bfd.StateInit, RemoteState: bfd.StateDown, At: now})
 	g.onBFD(bfd.StateChange{Peer: peer, Old: bfd.StateInit, New: bfd.StateUp, RemoteState: bfd.StateInit, At: now})
-	deadline := time.Now().Add(wait)
+	// GoBGP waits its 5s idle hold time before connecting again.
 	sawDown := false
-	for {
+	var last PeerStatus
+	testutil.Eventually(t, "the BGP session to go down and be re-established after BFD Down+Up back to back", func() bool {
 		ps, err := g.Peers(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ps[0].State != StateEstablished {
+		last = ps[0]
+		if last.State != StateEstablished {
 			sawDown = true
-		} else if sawDown {
-			break
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("BGP session not re-established %v after BFD Down+Up back to back: %+v\n%s", wait, ps[0], logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return sawDown
+	}, func() string { return fmt.Sprintf("last status %+v\n%s", last, logs.String()) })
 	if strings.Contains(logs.String(), "previous setting admin state request is still remaining") {
 		t.Errorf("an admin-state request was dropped by GoBGP:\n%s", logs.String())
 	}

@@ -21,7 +21,10 @@ func TestGoBGPTTLSecurity(t *testing.T) {
 	t.Run("router without GTSM", func(t *testing.T) {
 		r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
 		g, _ := startVipcast(t, r, Peer{TTLSecurityHops: 1}, vip4)
-		// Several connect attempts (connect retry 1s) must all fail.
+		// Several connect attempts (connect retry 1s) must all fail. The
+		// sleep samples a negative check's observation window, not
+		// synchronisation: a slow machine sees fewer attempts, never a
+		// wrong failure.
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
 			ps, err := g.Peers(context.Background())

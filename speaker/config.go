@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"os"
 	"time"
+
+	"github.com/vipcast/vipcast/policy"
 )
 
 // Config is the speaker's part of the configuration file.
@@ -20,6 +22,20 @@ type Config struct {
 	Health   HealthConfig   `mapstructure:"health"`
 	Damping  DampingConfig  `mapstructure:"damping"`
 	Shutdown ShutdownConfig `mapstructure:"shutdown"`
+
+	// The settings below belong to other sections of the file (api,
+	// policy), which validate them; the program copies them in. They are
+	// never read from the file here ("-"), so each has one key.
+
+	// Attributes are the path attributes every announce carries.
+	Attributes policy.Attributes `mapstructure:"-" json:"-"`
+	// StateFile, if set, keeps an operator's drain across restarts: New
+	// reads it and the speaker starts drained if it says so.
+	StateFile string `mapstructure:"-" json:"-"`
+	// GracefulShutdown, when active, re-advertises the VIPs with the RFC
+	// 8326 GRACEFUL_SHUTDOWN community for its Wait before a drain or
+	// shutdown withdraws them.
+	GracefulShutdown policy.GracefulShutdownConfig `mapstructure:"-" json:"-"`
 }
 
 // LoopbackConfig controls the VIP addresses on the node.

@@ -90,7 +90,8 @@ var gshutTest = policy.GracefulShutdownConfig{Enabled: true, Wait: 300 * time.Mi
 // startGraceful is start with graceful shutdown on.
 func startGraceful(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	return startWith(t, cfg, func(d *Deps) { d.GracefulShutdown = gshutTest })
+	cfg.GracefulShutdown = gshutTest
+	return start(t, cfg)
 }
 
 func (h *harness) graceful() bool {
@@ -140,6 +141,8 @@ func TestSpeakerDrainGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.eventually("graceful shutdown cancelled", h.plain)
+	// The cancelled wait's deadline passes: nothing may withdraw. A
+	// negative check's observation window, not synchronisation.
 	time.Sleep(2 * gshutTest.Wait)
 	if !h.plain() || h.sp.Status().Decisions[0].Reason != ReasonHealthy {
 		t.Errorf("after a cancelled wait: %+v", h.sp.Status().Decisions[0])
@@ -148,7 +151,11 @@ func TestSpeakerDrainGracefulShutdown(t *testing.T) {
 
 func TestSpeakerDrainHealthFailureSkipsTheWait(t *testing.T) {
 	cfg := testConfig()
-	h := startGraceful(t, cfg)
+	// A wait no test outlives: only the health failure can withdraw, so
+	// the test needs no clock (a 200ms bound failed once under load 30).
+	cfg.GracefulShutdown = gshutTest
+	cfg.GracefulShutdown.Wait = time.Hour
+	h := start(t, cfg)
 	h.probe.ok.Store(true)
 	h.eventually("announced", h.announced)
 	h.eventually("peer seen", func() bool { return h.sp.Status().Decisions[0].Advertised })
@@ -156,12 +163,8 @@ func TestSpeakerDrainHealthFailureSkipsTheWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.eventually("graceful", h.graceful)
-	start := time.Now()
 	h.probe.ok.Store(false)
-	h.eventually("withdrawn", h.withdrawn)
-	if el := time.Since(start); el > gshutTest.Wait*2/3 {
-		t.Errorf("withdrawn %v after the health failure; want at once", el)
-	}
+	h.eventually("withdrawn by the health failure, not the hour-long wait", h.withdrawn)
 }
 
 func TestSpeakerShutdownGracefulShutdown(t *testing.T) {

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/vipcast/vipcast/peers/testutil"
 )
 
 // probeCA issues the certificates of the tests' servers and clients.
@@ -483,33 +485,23 @@ func TestHTTPProberNoLeaks(t *testing.T) {
 		o, c := hangConns.counts()
 		return fmt.Sprintf("hang server: %d opened, %d closed", o, c)
 	}
-	waitFor(t, "timed-out connections to be closed, at most one idle one left", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "timed-out connections to be closed, at most one idle one left", func() bool {
 		opened, closed := hangConns.counts()
 		return opened <= hangProbes && opened-closed <= 1
-	}, hangCounts)
+	}, hangCounts, goroutines)
 
 	okProber.Close()
 	hangProber.Close()
 	okSrv.Close()
 	hangSrv.Close()
-	waitFor(t, "goroutines to return to the baseline", func() bool { return runtime.NumGoroutine() <= base })
+	testutil.EventuallyWithin(t, 20*time.Second, "goroutines to return to the baseline", func() bool { return runtime.NumGoroutine() <= base }, goroutines)
 }
 
-// waitFor polls cond until it holds or a deadline passes, then fails with a
-// goroutine dump, which is what a leak needs to be found.
-func waitFor(t *testing.T, what string, cond func() bool, extra ...func() string) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			for _, e := range extra {
-				t.Log(e())
-			}
-			buf := make([]byte, 1<<20)
-			t.Fatalf("timed out waiting for %s; goroutines:\n%s", what, buf[:runtime.Stack(buf, true)])
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond) // a poll interval, not synchronisation
-	}
+// goroutines is a dump of every goroutine, which is what a leak needs to
+// be found.
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return "goroutines:\n" + string(buf[:runtime.Stack(buf, true)])
 }
 
 // TestHTTPProberHearsClose: the apiserver closing the idle kept-alive
@@ -536,14 +528,14 @@ func TestHTTPProberHearsClose(t *testing.T) {
 
 	probeOK()
 	p.Close() // our own close
-	waitFor(t, "the server to see the prober's close", func() bool { _, c := conns.counts(); return c == 1 })
+	testutil.Eventually(t, "the server to see the prober's close", func() bool { _, c := conns.counts(); return c == 1 })
 	if pending() {
 		t.Fatal("Closed() fired for a connection the prober closed itself")
 	}
 
 	probeOK()
 	srv.CloseClientConnections() // what a crash does to the idle connection
-	waitFor(t, "Closed() to fire after the server closed the idle connection", pending)
+	testutil.Eventually(t, "Closed() to fire after the server closed the idle connection", pending)
 
 	// The next probe dials afresh and still works.
 	probeOK()
@@ -562,7 +554,7 @@ func TestHTTPProberHearsCloseOverHTTP(t *testing.T) {
 		t.Fatalf("probe: %+v", r)
 	}
 	srv.CloseClientConnections()
-	waitFor(t, "Closed() to fire", func() bool {
+	testutil.Eventually(t, "Closed() to fire", func() bool {
 		select {
 		case <-p.Closed():
 			return true

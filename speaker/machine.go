@@ -264,13 +264,23 @@ func (m *Machine) Tick(now time.Time) *Transition { return m.eval(now) }
 func (m *Machine) Decisions() []Decision {
 	out := make([]Decision, len(m.vips))
 	for i, v := range m.vips {
-		out[i] = Decision{VIP: v, Announce: m.announce, Advertised: m.announce && m.peerUp, Reason: m.reason, Since: m.since, GracefulShutdown: m.reason == ReasonGracefulShutdown}
+		out[i] = Decision{VIP: v, Announce: m.announce, Advertised: m.announce && m.peerUp, Reason: m.reason, Since: m.since, GracefulShutdown: m.GracefulShutdown()}
 	}
 	return out
 }
 
 // Announce reports whether the VIPs should be in the RIB and on lo.
 func (m *Machine) Announce() bool { return m.announce }
+
+// GracefulShutdown reports whether the VIPs are announced with the
+// GRACEFUL_SHUTDOWN attributes, ahead of a withdraw.
+func (m *Machine) GracefulShutdown() bool { return m.reason == ReasonGracefulShutdown }
+
+// Drained reports whether an operator took the node out of rotation.
+func (m *Machine) Drained() bool { return m.drained }
+
+// LastProbe is the latest health-check result fed to Probe.
+func (m *Machine) LastProbe() ProbeResult { return m.lastProbe }
 
 // Counters returns the current run lengths of successes and failures.
 func (m *Machine) Counters() (ok, fail int) { return m.okRun, m.failRun }

@@ -336,3 +336,29 @@ func TestDampedDetailPenalty(t *testing.T) {
 		t.Errorf("detail %q, want %q", tr.Detail, want)
 	}
 }
+
+// The accessors are what the reconcile loop and Status read; they must
+// follow the machine, not a copy of it.
+func TestMachineAccessors(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := NewMachine(MachineConfig{Rise: 1, Fall: 1, GracefulWait: time.Second}, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}, now)
+	probe := ProbeResult{OK: true, Reason: "ok", At: now}
+	m.SetPeerUp(true, now)
+	m.Probe(probe, now)
+	type view struct {
+		Drained, Graceful bool
+		Last              ProbeResult
+	}
+	got := func() view { return view{m.Drained(), m.GracefulShutdown(), m.LastProbe()} }
+	if diff := cmp.Diff(view{Last: probe}, got()); diff != "" {
+		t.Errorf("healthy (-want +got):\n%s", diff)
+	}
+	m.SetDrained(true, now)
+	if diff := cmp.Diff(view{Drained: true, Graceful: true, Last: probe}, got()); diff != "" {
+		t.Errorf("draining (-want +got):\n%s", diff)
+	}
+	m.Tick(now.Add(time.Second))
+	if diff := cmp.Diff(view{Drained: true, Last: probe}, got()); diff != "" {
+		t.Errorf("drained (-want +got):\n%s", diff)
+	}
+}

@@ -16,24 +16,17 @@ import (
 )
 
 // Deps are the speaker's collaborators, injected so tests can swap them.
+// Settings belong in Config.
 type Deps struct {
-	Router     peers.Router
-	Addresses  Addresses
-	Prober     Prober
-	Attributes policy.Attributes
-	Log        *slog.Logger
+	Router    peers.Router
+	Addresses Addresses
+	Prober    Prober
+	Log       *slog.Logger
 	// Now defaults to time.Now.
 	Now func() time.Time
 	// Observer, if set, hears probes, transitions and sessions (metrics,
 	// events); it must never block.
 	Observer Observer
-	// StateFile, if set, keeps an operator's drain across restarts: New
-	// reads it and the speaker starts drained if it says so.
-	StateFile string
-	// GracefulShutdown, when active, re-advertises the VIPs with the RFC
-	// 8326 GRACEFUL_SHUTDOWN community for its Wait before a drain or
-	// shutdown withdraws them.
-	GracefulShutdown policy.GracefulShutdownConfig
 }
 
 // peerPoll is how often session state is read. It only feeds status and
@@ -87,6 +80,9 @@ type Status struct {
 	RecentProbes []ProbeResult
 	// DrainReason is the operator's reason for the current drain.
 	DrainReason string
+	// Rise, Fall and TimeoutFall are the health thresholds OKRun and
+	// FailRun count towards (health.rise, health.fall, health.timeoutFall).
+	Rise, Fall, TimeoutFall int
 }
 
 // New checks the wiring; cfg must already be validated.
@@ -114,13 +110,14 @@ func New(cfg Config, d Deps) (*Speaker, error) {
 	}
 	s.ribGraceful = map[netip.Prefix]bool{}
 	s.status.Decisions = s.newMachine().Decisions()
-	if d.StateFile != "" {
-		st, truncated, err := readState(d.StateFile)
+	s.status.Rise, s.status.Fall, s.status.TimeoutFall = cfg.Health.Rise, cfg.Health.Fall, cfg.Health.TimeoutFall
+	if cfg.StateFile != "" {
+		st, truncated, err := readState(cfg.StateFile)
 		if err != nil {
 			return nil, err
 		}
 		if truncated {
-			d.Log.Warn("state file: drain reason truncated", "file", d.StateFile, "limit", MaxDrainReason)
+			d.Log.Warn("state file: drain reason truncated", "file", cfg.StateFile, "limit", MaxDrainReason)
 		}
 		s.restored = st
 		s.status.Drained, s.status.DrainReason = st.Drained, st.Reason
@@ -153,31 +150,52 @@ func (s *Speaker) Status() Status {
 func (s *Speaker) newMachine() *Machine {
 	mc := MachineConfig{Rise: s.cfg.Health.Rise, Fall: s.cfg.Health.Fall, TimeoutFall: s.cfg.Health.TimeoutFall, Damping: s.cfg.Damping,
 		Interval: s.cfg.Health.Interval, ConfirmInterval: s.cfg.Health.ConfirmInterval}
-	if s.d.GracefulShutdown.Active() {
-		mc.GracefulWait = s.d.GracefulShutdown.Wait
+	if s.cfg.GracefulShutdown.Active() {
+		mc.GracefulWait = s.cfg.GracefulShutdown.Wait
 	}
 	return NewMachine(mc, s.vips, s.d.Now())
 }
 
 // Run starts the router and reconciles until Shutdown completes or ctx is
 // cancelled. The VIPs are never left on lo when it returns.
-func (s *Speaker) Run(ctx context.Context) (err error) {
-	log := s.d.Log
+func (s *Speaker) Run(ctx context.Context) error {
 	defer s.markDone()
+	m, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	l := s.newLoop(m)
+	defer l.stopTimers()
+	stopWorkers := l.startWorkers(ctx)
+	defer stopWorkers()
+	for {
+		tr, stop, err := l.next(ctx)
+		if stop {
+			return err
+		}
+		if stop, err := l.apply(ctx, tr); stop {
+			return err
+		}
+	}
+}
+
+// begin readies the node and the machine: no stale VIP on lo, BGP started,
+// an operator's drain restored from the state file.
+func (s *Speaker) begin(ctx context.Context) (*Machine, error) {
 	// A crashed predecessor may have left VIPs on lo: start clean, so the
 	// node never answers for a VIP it does not advertise.
 	if err := s.d.Addresses.Cleanup(s.vips); err != nil {
-		return fmt.Errorf("remove stale VIPs: %w", err)
+		return nil, fmt.Errorf("remove stale VIPs: %w", err)
 	}
 	if err := s.d.Router.Start(ctx); err != nil {
-		return fmt.Errorf("start BGP: %w", err)
+		return nil, fmt.Errorf("start BGP: %w", err)
 	}
 	m := s.newMachine()
 	var restored *Transition
 	if s.restored.Drained {
-		log.Warn("starting drained, as the state file says", "file", s.d.StateFile, "reason", s.restored.Reason, "since", s.restored.At)
+		s.d.Log.Warn("starting drained, as the state file says", "file", s.cfg.StateFile, "reason", s.restored.Reason, "since", s.restored.At)
 		if restored = m.SetDrained(true, s.d.Now()); restored != nil {
-			restored.Detail = "drain restored from " + s.d.StateFile
+			restored.Detail = "drain restored from " + s.cfg.StateFile
 			if s.restored.Reason != "" {
 				restored.Detail += ": " + s.restored.Reason
 			}
@@ -185,126 +203,194 @@ func (s *Speaker) Run(ctx context.Context) (err error) {
 	}
 	s.record(m, restored, nil)
 	s.markStarted()
+	return m, nil
+}
 
+// loop is one Run's event loop: the machine and the channels and timers
+// that feed it. Only Run's goroutine touches it.
+type loop struct {
+	s *Speaker
+	m *Machine
+
+	results    chan ProbeResult
+	nextProbe  chan time.Time
+	removed    chan netip.Prefix
+	stopProbes context.CancelFunc // set by startWorkers; safe to call twice
+
+	loTick, peerTick *time.Ticker
+	removeTimer      *time.Timer
+	// gracefulTimer ends a graceful-shutdown phase on time, at gracefulAt.
+	gracefulTimer *time.Timer
+	gracefulAt    time.Time
+	// shutdownCh goes nil once a shutdown waits for the graceful phase to end.
+	shutdownCh <-chan struct{}
+	peerList   []peers.PeerStatus
+}
+
+func (s *Speaker) newLoop(m *Machine) *loop {
+	l := &loop{
+		s: s, m: m,
+		results:       make(chan ProbeResult),
+		nextProbe:     make(chan time.Time, 1),
+		removed:       make(chan netip.Prefix, 16),
+		stopProbes:    func() {},
+		loTick:        time.NewTicker(loopbackCheck),
+		peerTick:      time.NewTicker(peerPoll),
+		removeTimer:   time.NewTimer(time.Hour),
+		gracefulTimer: time.NewTimer(time.Hour),
+		shutdownCh:    s.shutdownCh,
+	}
+	l.removeTimer.Stop()
+	l.gracefulTimer.Stop()
+	return l
+}
+
+func (l *loop) stopTimers() {
+	l.loTick.Stop()
+	l.peerTick.Stop()
+	l.removeTimer.Stop()
+	l.gracefulTimer.Stop()
+}
+
+// startWorkers starts the probe loop and the loopback watch; the returned
+// func stops both and waits for them.
+func (l *loop) startWorkers(ctx context.Context) (stop func()) {
+	s := l.s
 	probeCtx, stopProbes := context.WithCancel(ctx)
-	results := make(chan ProbeResult)
-	nextProbe := make(chan time.Time, 1)
+	l.stopProbes = stopProbes
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); s.probeLoop(probeCtx, results, nextProbe) }()
+	go func() { defer wg.Done(); s.probeLoop(probeCtx, l.results, l.nextProbe) }()
 	// The loopback watch lives as long as Run: a VIP deleted during the
 	// drain period is still put back.
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	removed := make(chan netip.Prefix, 16)
 	if w, ok := s.d.Addresses.(RemovalWatcher); ok {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := w.WatchRemovals(watchCtx, removed); err != nil {
-				log.Warn("not watching the loopback for removed VIPs; checking every "+loopbackCheck.String()+" instead", "err", err)
+			if err := w.WatchRemovals(watchCtx, l.removed); err != nil {
+				s.d.Log.Warn("not watching the loopback for removed VIPs; checking every "+loopbackCheck.String()+" instead", "err", err)
 			}
 		}()
 	}
-	defer func() { stopProbes(); stopWatch(); wg.Wait() }()
-	loTick := time.NewTicker(loopbackCheck)
-	defer loTick.Stop()
+	return func() { stopProbes(); stopWatch(); wg.Wait() }
+}
 
-	peerTick := time.NewTicker(peerPoll)
-	defer peerTick.Stop()
-	removeTimer := time.NewTimer(time.Hour)
-	removeTimer.Stop()
-	defer removeTimer.Stop()
-
-	// gracefulTimer ends a graceful-shutdown phase on time; shutdownCh
-	// goes nil once a shutdown waits for that phase to end.
-	gracefulTimer := time.NewTimer(time.Hour)
-	gracefulTimer.Stop()
-	defer gracefulTimer.Stop()
-	var gracefulAt time.Time
-	shutdownCh := s.shutdownCh
-
-	var peerList []peers.PeerStatus
-	// refreshPeers reads the sessions now. A drain or shutdown reads them
-	// first: the periodic poll can lag a session that just came up, and
-	// graceful shutdown must not be skipped for a route the router has.
-	refreshPeers := func() *Transition {
-		ps, err := s.d.Router.Peers(ctx)
-		if err != nil {
-			log.Warn("reading BGP sessions", "err", err)
-			return nil
+// next waits for one event and feeds it to the machine. stop means Run is
+// over and returns err.
+func (l *loop) next(ctx context.Context) (tr *Transition, stop bool, err error) {
+	s, m := l.s, l.m
+	select {
+	case <-ctx.Done():
+		s.d.Log.Warn("stopping at once: withdrawing and removing VIPs without a drain period")
+		l.stopProbes()
+		return nil, true, s.finish(ctx, m, false)
+	case <-l.shutdownCh:
+		return l.onShutdown(ctx)
+	case <-l.gracefulTimer.C:
+		l.gracefulAt = time.Time{}
+		tr = m.Tick(s.d.Now())
+	case r := <-l.results:
+		tr = l.onProbe(r)
+	case req := <-s.drainCh:
+		tr = l.onDrain(ctx, req)
+	case <-l.peerTick.C:
+		tr = l.refreshPeers(ctx)
+		if t2 := m.Tick(s.d.Now()); t2 != nil {
+			tr = t2
 		}
-		peerList = ps
-		s.notePeers(ps)
-		return m.SetPeerUp(peers.AnyEstablished(ps), s.d.Now())
+	case <-l.removeTimer.C:
+	case v := <-l.removed:
+		tr = s.checkLoopback(m, v)
+	case <-l.loTick.C:
+		tr = s.checkLoopback(m, netip.Prefix{})
 	}
-	for {
-		var tr *Transition
-		select {
-		case <-ctx.Done():
-			log.Warn("stopping at once: withdrawing and removing VIPs without a drain period")
-			stopProbes()
-			return s.finish(ctx, m, false)
-		case <-shutdownCh:
-			if t := refreshPeers(); t != nil {
-				s.record(m, t, peerList)
-			}
-			if tr = m.Shutdown(s.d.Now()); m.Announce() {
-				// Keep probing: a health failure during the wait still
-				// withdraws at once.
-				log.Info("shutting down: announcing VIPs with GRACEFUL_SHUTDOWN before withdrawing", "wait", s.d.GracefulShutdown.Wait, "drain", s.cfg.Shutdown.DrainPeriod)
-				shutdownCh = nil
-				break
-			}
-			log.Info("shutting down: withdrawing VIPs", "drain", s.cfg.Shutdown.DrainPeriod)
-			stopProbes()
-			s.record(m, tr, nil)
-			return s.finish(ctx, m, true)
-		case <-gracefulTimer.C:
-			gracefulAt = time.Time{}
-			tr = m.Tick(s.d.Now())
-		case r := <-results:
-			tr = m.Probe(r, s.d.Now())
-			nextProbe <- m.NextProbe()
-			s.noteProbe(r)
-			if _, fail := m.Counters(); fail == 1 {
-				log.Warn("health probe failed", "reason", r.Reason, "latency", r.Latency)
-			}
-		case req := <-s.drainCh:
-			if t := refreshPeers(); t != nil {
-				s.record(m, t, peerList)
-			}
-			if tr = m.SetDrained(req.drained, s.d.Now()); tr != nil && req.reason != "" {
-				if tr.To == ReasonGracefulShutdown {
-					tr.Detail = req.reason + "; " + tr.Detail
-				} else {
-					tr.Detail = req.reason
-				}
-			}
-		case <-peerTick.C:
-			tr = refreshPeers()
-			if t2 := m.Tick(s.d.Now()); t2 != nil {
-				tr = t2
-			}
-		case <-removeTimer.C:
-		case v := <-removed:
-			tr = s.checkLoopback(m, v)
-		case <-loTick.C:
-			tr = s.checkLoopback(m, netip.Prefix{})
-		}
-		s.reconcile(ctx, m, removeTimer)
-		s.record(m, tr, peerList)
-		if shutdownCh == nil && !m.Announce() {
-			stopProbes()
-			return s.finish(ctx, m, true)
-		}
-		if until := m.GracefulUntil(); !until.Equal(gracefulAt) {
-			gracefulAt = until
-			gracefulTimer.Stop()
-			if !until.IsZero() {
-				gracefulTimer.Reset(max(until.Sub(s.d.Now()), 0))
-			}
+	return tr, false, nil
+}
+
+// onShutdown starts the graceful sequence: at once, or after a
+// graceful-shutdown phase if the VIPs are announced and it is on.
+func (l *loop) onShutdown(ctx context.Context) (tr *Transition, stop bool, err error) {
+	s, m := l.s, l.m
+	l.recordPeers(ctx)
+	if tr = m.Shutdown(s.d.Now()); m.Announce() {
+		// Keep probing: a health failure during the wait still
+		// withdraws at once.
+		s.d.Log.Info("shutting down: announcing VIPs with GRACEFUL_SHUTDOWN before withdrawing", "wait", s.cfg.GracefulShutdown.Wait, "drain", s.cfg.Shutdown.DrainPeriod)
+		l.shutdownCh = nil
+		return tr, false, nil
+	}
+	s.d.Log.Info("shutting down: withdrawing VIPs", "drain", s.cfg.Shutdown.DrainPeriod)
+	l.stopProbes()
+	s.record(m, tr, nil)
+	return nil, true, s.finish(ctx, m, true)
+}
+
+func (l *loop) onProbe(r ProbeResult) *Transition {
+	s, m := l.s, l.m
+	tr := m.Probe(r, s.d.Now())
+	l.nextProbe <- m.NextProbe()
+	s.noteProbe(r)
+	if _, fail := m.Counters(); fail == 1 {
+		s.d.Log.Warn("health probe failed", "reason", r.Reason, "latency", r.Latency)
+	}
+	return tr
+}
+
+func (l *loop) onDrain(ctx context.Context, req drainReq) *Transition {
+	l.recordPeers(ctx)
+	tr := l.m.SetDrained(req.drained, l.s.d.Now())
+	if tr != nil && req.reason != "" {
+		if tr.To == ReasonGracefulShutdown {
+			tr.Detail = req.reason + "; " + tr.Detail
+		} else {
+			tr.Detail = req.reason
 		}
 	}
+	return tr
+}
+
+// refreshPeers reads the sessions now and tells the machine whether one
+// is established.
+func (l *loop) refreshPeers(ctx context.Context) *Transition {
+	s := l.s
+	ps, err := s.d.Router.Peers(ctx)
+	if err != nil {
+		s.d.Log.Warn("reading BGP sessions", "err", err)
+		return nil
+	}
+	l.peerList = ps
+	s.notePeers(ps)
+	return l.m.SetPeerUp(peers.AnyEstablished(ps), s.d.Now())
+}
+
+// recordPeers is refreshPeers for a drain or shutdown, which must see the
+// sessions first: the periodic poll can lag a session that just came up,
+// and graceful shutdown must not be skipped for a route the router has.
+func (l *loop) recordPeers(ctx context.Context) {
+	if t := l.refreshPeers(ctx); t != nil {
+		l.s.record(l.m, t, l.peerList)
+	}
+}
+
+// apply makes the RIB and lo follow the machine after an event, records
+// tr, and ends Run (stop) once a graceful shutdown's phase is over.
+func (l *loop) apply(ctx context.Context, tr *Transition) (stop bool, err error) {
+	s, m := l.s, l.m
+	s.reconcile(ctx, m, l.removeTimer)
+	s.record(m, tr, l.peerList)
+	if l.shutdownCh == nil && !m.Announce() {
+		l.stopProbes()
+		return true, s.finish(ctx, m, true)
+	}
+	if until := m.GracefulUntil(); !until.Equal(l.gracefulAt) {
+		l.gracefulAt = until
+		l.gracefulTimer.Stop()
+		if !until.IsZero() {
+			l.gracefulTimer.Reset(max(until.Sub(s.d.Now()), 0))
+		}
+	}
+	return false, nil
 }
 
 // probeLoop probes when the machine says (next, answered for every result)
@@ -418,7 +504,7 @@ func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.T
 	now := s.d.Now()
 	if m.Announce() {
 		s.removeAt = time.Time{}
-		graceful := m.reason == ReasonGracefulShutdown
+		graceful := m.GracefulShutdown()
 		want := map[netip.Prefix]policy.Attributes{}
 		changed := false
 		for _, v := range s.vips {
@@ -528,9 +614,9 @@ func (s *Speaker) finish(runCtx context.Context, m *Machine, drain bool) error {
 // graceful-shutdown ones.
 func (s *Speaker) ribAttrs(graceful bool) policy.Attributes {
 	if graceful {
-		return s.d.Attributes.WithGracefulShutdown(s.d.GracefulShutdown)
+		return s.cfg.Attributes.WithGracefulShutdown(s.cfg.GracefulShutdown)
 	}
-	return s.d.Attributes
+	return s.cfg.Attributes
 }
 
 func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {
@@ -562,10 +648,10 @@ func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.status.Decisions = m.Decisions()
-	s.status.LastProbe = m.lastProbe
+	s.status.LastProbe = m.LastProbe()
 	s.status.OKRun, s.status.FailRun = ok, fail
 	s.status.Penalty = m.Penalty(s.d.Now())
-	s.status.Drained = m.drained
+	s.status.Drained = m.Drained()
 	if ps != nil {
 		s.status.Peers = ps
 	}

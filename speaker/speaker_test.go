@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -108,6 +109,7 @@ func testConfig() Config {
 	c.Health.Timeout = 4 * time.Millisecond
 	c.Loopback.RemoveDelay = 50 * time.Millisecond
 	c.Shutdown.DrainPeriod = 300 * time.Millisecond
+	c.Attributes = policy.Attributes{Communities: []policy.Community{1}}
 	return c
 }
 
@@ -136,7 +138,7 @@ func startWith(t *testing.T, cfg Config, mod func(*Deps), stale ...netip.Prefix)
 	}
 	router := peers.NewFake(vips, peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
 	h := &harness{t: t, router: router, addrs: newMemAddrs(router, stale...), probe: &switchProber{}, done: make(chan error, 1)}
-	d := Deps{Router: router, Addresses: h.addrs, Prober: h.probe, Attributes: policy.Attributes{Communities: []policy.Community{1}}}
+	d := Deps{Router: router, Addresses: h.addrs, Prober: h.probe}
 	mod(&d)
 	sp, err := New(cfg, d)
 	if err != nil {
@@ -165,13 +167,7 @@ func startWith(t *testing.T, cfg Config, mod func(*Deps), stale ...netip.Prefix)
 // eventually polls cond until it holds or the deadline passes.
 func (h *harness) eventually(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting for: %s (status %+v)", what, h.sp.Status())
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
-	}
+	testutil.Eventually(h.t, what, cond, func() string { return fmt.Sprintf("status %+v", h.sp.Status()) })
 }
 
 func (h *harness) announced() bool {
@@ -227,7 +223,9 @@ func TestSpeakerKeepOnWithdraw(t *testing.T) {
 	h.eventually("announced", h.announced)
 	h.probe.ok.Store(false)
 	h.eventually("withdrawn", h.withdrawn)
-	// Several removeDelays pass: the address must stay.
+	// Several removeDelays pass: the address must stay. The sleep below
+	// samples a negative check's observation window, not synchronisation:
+	// on a slow machine it sees less, it never fails wrongly.
 	deadline := time.Now().Add(4 * cfg.Loopback.RemoveDelay)
 	for time.Now().Before(deadline) {
 		if !h.addrs.has(vip4) {

@@ -159,14 +159,14 @@ func (s *Speaker) SetDrainedReason(ctx context.Context, drained bool, reason str
 		s.status.DrainReason = ""
 	}
 	s.mu.Unlock()
-	if s.d.StateFile == "" {
+	if s.cfg.StateFile == "" {
 		return nil
 	}
 	st := State{Drained: drained, At: s.d.Now().UTC()}
 	if drained {
 		st.Reason = reason
 	}
-	if err := WriteState(s.d.StateFile, st); err != nil {
+	if err := WriteState(s.cfg.StateFile, st); err != nil {
 		s.d.Log.Error("saving the drain state", "err", err, "drained", drained)
 		return &PersistError{Err: err}
 	}

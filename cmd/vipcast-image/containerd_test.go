@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vipcast/vipcast/peers/testutil"
 )
 
 // TestContainerdImport imports the tarball into a private containerd, the
@@ -49,7 +51,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var log strings.Builder
+	// containerd writes from exec's copying goroutines while the test reads.
+	var log testutil.SyncBuffer
 	d := exec.CommandContext(ctx, "containerd", "--config", filepath.Join(dir, "config.toml"))
 	d.Stdout, d.Stderr = &log, &log
 	if err := d.Start(); err != nil {
@@ -72,16 +75,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		out, err := exec.CommandContext(c, "ctr", append([]string{"--address", sock, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := ctr(10*time.Second, "version"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not answer within 60s:\n%s", log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.EventuallyWithin(t, 60*time.Second, "containerd to answer", func() bool {
+		_, err := ctr(10*time.Second, "version")
+		return err == nil
+	}, log.String)
 
 	// kind load image-archive runs exactly this import.
 	if out, err := ctr(2*time.Minute, "images", "import", "--all-platforms", archive); err != nil {

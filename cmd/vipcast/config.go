@@ -546,6 +546,9 @@ func allKeys(t reflect.Type, prefix string) []string {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if tag == "-" {
+			continue // filled in by the program, not a setting of its own
+		}
 		key := prefix
 		if opts != "squash" {
 			key = prefix + tag

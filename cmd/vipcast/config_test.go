@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -263,5 +264,24 @@ func TestStateFileIsADirectory(t *testing.T) {
 	want := `api.stateFile: "` + dir + `" is a directory; remove it (rmdir) or set api.stateFile to a file path such as ` + filepath.Join(dir, "state.json")
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("got %v\nwant %s", err, want)
+	}
+}
+
+// The settings the program copies into speaker.Config from other sections
+// (mapstructure "-") are not keys of their own: each keeps one place in
+// the file, and neither the file nor the environment can set them twice.
+func TestProgramFilledSpeakerSettingsAreNotKeys(t *testing.T) {
+	for _, k := range allKeys(reflect.TypeOf(fileConfig{}), "") {
+		if strings.HasPrefix(k, "-") || strings.EqualFold(k, "stateFile") || strings.EqualFold(k, "attributes") {
+			t.Errorf("allKeys lists %q", k)
+		}
+	}
+	for _, extra := range []string{"stateFile: /tmp/s.json\n", "gracefulShutdown: {wait: 1s}\n", "attributes: {med: 5}\n"} {
+		if _, err := parseConfig(strings.NewReader(goodYAML+extra), nil, nil); err == nil {
+			t.Errorf("%q accepted at the top level", strings.TrimSpace(extra))
+		}
+	}
+	if _, err := parseConfig(strings.NewReader(goodYAML), []string{"VIPCAST_STATEFILE=/tmp/s.json"}, nil); err == nil {
+		t.Error("VIPCAST_STATEFILE accepted")
 	}
 }

@@ -51,8 +51,7 @@ func (o *operator) start(sp *speaker.Speaker) (stop func(), err error) {
 		stops = append(stops, ms.Stop)
 	}
 	api := apiserver.New(o.cfg.API, sp, apiserver.Options{
-		Version: version, ConfigDigest: configDigest(o.cfg),
-		Rise: o.cfg.Speaker.Health.Rise, Fall: o.cfg.Speaker.Health.Fall, TimeoutFall: o.cfg.Speaker.Health.TimeoutFall, Log: o.log,
+		Version: version, ConfigDigest: configDigest(o.cfg), Log: o.log,
 	})
 	o.metrics.Registry().MustRegister(api.Collector())
 	if err := api.Start(); err != nil {

@@ -59,10 +59,11 @@ func newRunCmd(environ []string) *cobra.Command {
 				return fmt.Errorf("bgp: %w", err)
 			}
 			ops := newOperator(cfg, set.vips, log)
-			sp, err := speaker.New(cfg.Speaker, speaker.Deps{
-				Router: router, Addresses: addrs, Prober: prober, Attributes: set.attrs, Log: log,
-				Observer: speaker.Observers{ops.observer(), kapi.observer()}, StateFile: cfg.API.StateFile,
-				GracefulShutdown: cfg.Policy.GracefulShutdown,
+			scfg := cfg.Speaker
+			scfg.Attributes, scfg.StateFile, scfg.GracefulShutdown = set.attrs, cfg.API.StateFile, cfg.Policy.GracefulShutdown
+			sp, err := speaker.New(scfg, speaker.Deps{
+				Router: router, Addresses: addrs, Prober: prober, Log: log,
+				Observer: speaker.Observers{ops.observer(), kapi.observer()},
 			})
 			if err != nil {
 				return err

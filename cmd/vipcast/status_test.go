@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 	"github.com/vipcast/vipcast/speaker/apiserver/apitest"
@@ -28,7 +29,7 @@ func run(args ...string) (code int, stdout, stderr string) {
 func TestCLIOverSocket(t *testing.T) {
 	env := apitest.Start(t, apitest.Options{Version: version, Healthy: true})
 	sock := env.Config.Socket
-	apitest.Eventually(t, "advertised", func() bool { return env.Speaker.Status().Decisions[0].Advertised })
+	testutil.Eventually(t, "advertised", func() bool { return env.Speaker.Status().Decisions[0].Advertised })
 
 	code, out, errOut := run("status", "--socket", sock)
 	if code != 0 || errOut != "" {
@@ -54,7 +55,7 @@ func TestCLIOverSocket(t *testing.T) {
 		},
 		peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, State: peers.StateActive},
 	)
-	apitest.Eventually(t, "BFD in the status", func() bool {
+	testutil.Eventually(t, "BFD in the status", func() bool {
 		_, out, _ := run("status", "--socket", sock)
 		return strings.Contains(out, "192.0.2.2")
 	})
@@ -86,14 +87,14 @@ func TestCLIOverSocket(t *testing.T) {
 	if code, out, errOut = run("drain", "--socket", sock, "--reason", "disk swap"); code != 0 || !strings.Contains(out, "drained") {
 		t.Fatalf("drain: exit %d\n%s%s", code, out, errOut)
 	}
-	apitest.Eventually(t, "withdrawn", func() bool { return !env.Router.IsAnnounced(apitest.VIP) })
+	testutil.Eventually(t, "withdrawn", func() bool { return !env.Router.IsAnnounced(apitest.VIP) })
 	if _, out, _ = run("status", "--socket", sock); !strings.Contains(out, "DRAINED: disk swap") {
 		t.Errorf("status after drain:\n%s", out)
 	}
 	if code, _, errOut = run("undrain", "--socket", sock); code != 0 {
 		t.Fatalf("undrain: exit %d %s", code, errOut)
 	}
-	apitest.Eventually(t, "announced again", func() bool { return env.Router.IsAnnounced(apitest.VIP) })
+	testutil.Eventually(t, "announced again", func() bool { return env.Router.IsAnnounced(apitest.VIP) })
 }
 
 func TestCLIErrors(t *testing.T) {
@@ -222,7 +223,7 @@ func TestCLISocketFromEnvAndConfig(t *testing.T) {
 func TestCLIDrainGracefulShutdownWording(t *testing.T) {
 	env := apitest.Start(t, apitest.Options{Version: version, Healthy: true,
 		GracefulShutdown: policy.GracefulShutdownConfig{Enabled: true, Wait: time.Hour}})
-	apitest.Eventually(t, "advertised", func() bool { return env.Speaker.Status().Decisions[0].Advertised })
+	testutil.Eventually(t, "advertised", func() bool { return env.Speaker.Status().Decisions[0].Advertised })
 	code, out, errOut := run("drain", "--socket", env.Config.Socket)
 	if code != 0 || !strings.Contains(out, "advertised with GRACEFUL_SHUTDOWN") || strings.Contains(out, "VIPs are withdrawn") {
 		t.Errorf("drain during graceful shutdown: exit %d\n%s%s", code, out, errOut)

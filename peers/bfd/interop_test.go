@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/vipcast/vipcast/peers/testutil"
 )
 
 // Interop tests: our Manager in one network namespace, FRR's bfdd or
@@ -117,7 +119,7 @@ func newManagerInNS(t *testing.T, ns string, cfg Config) *testManager {
 // (after the poll sequence that follows Up) with the peer Up too.
 func waitFast(t *testing.T, m *testManager, peerState func() string) {
 	t.Helper()
-	waitFor(t, 5*time.Second, "both ends Up at 100ms x 3", func() bool {
+	testutil.Eventually(t, "both ends Up at 100ms x 3", func() bool {
 		st := m.Sessions()[0]
 		return st.State == StateUp && st.TxInterval == 100*time.Millisecond && st.DetectTime == 300*time.Millisecond &&
 			!st.PollActive && peerState() == "up"
@@ -144,7 +146,7 @@ func linkDownUp(t *testing.T, n *labNet, m *testManager, peerState func() string
 	run(t, "ip", "-n", n.themNS, "link", "set", n.themIf, "up")
 	m.waitState(t, StateUp, 8*time.Second)
 	t.Logf("link up -> Up again after %v", time.Since(start))
-	waitFor(t, 5*time.Second, "peer Up after link up", func() bool { return peerState() == "up" })
+	testutil.Eventually(t, "peer Up after link up", func() bool { return peerState() == "up" })
 	return took
 }
 
@@ -159,15 +161,13 @@ func stopDaemon(pidFile string) {
 	if err != nil || pid <= 1 {
 		return
 	}
+	gone := func() bool { return syscall.Kill(pid, 0) != nil }
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	for range 200 {
-		if syscall.Kill(pid, 0) != nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	if testutil.Poll(2*time.Second, gone) {
+		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
-	time.Sleep(50 * time.Millisecond)
+	testutil.Poll(2*time.Second, gone)
 }
 
 func drain(m *testManager) {
@@ -177,17 +177,6 @@ func drain(m *testManager) {
 		default:
 			return
 		}
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timeout waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -216,7 +205,7 @@ func TestInteropFRR(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "frr.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 3*time.Second, "bfdd vty socket", func() bool {
+	testutil.Eventually(t, "bfdd vty socket", func() bool {
 		_, err := os.Stat(filepath.Join(dir, "bfdd.vty"))
 		return err == nil
 	})

@@ -5,6 +5,7 @@ package bfd
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vipcast/vipcast/peers/testutil"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -132,11 +135,14 @@ func TestManagerLoopback(t *testing.T) {
 			mb.waitState(t, StateUp, 3*time.Second)
 			t.Logf("both Up after %v", time.Since(start))
 
-			time.Sleep(200 * time.Millisecond) // let the Poll Sequence finish
-			st, err := hb.Status(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			var st SessionStatus
+			testutil.Eventually(t, "the Poll Sequence to finish at 50ms x 3", func() bool {
+				var err error
+				if st, err = hb.Status(ctx); err != nil {
+					t.Fatal(err)
+				}
+				return st.State == StateUp && !st.PollActive && st.DetectTime == 150*time.Millisecond
+			}, func() string { return fmt.Sprintf("status %+v", st) })
 			if st.State != StateUp || st.RemoteState != StateUp || st.RemoteDiscr == 0 ||
 				st.TxInterval != 50*time.Millisecond || st.DetectTime != 150*time.Millisecond ||
 				st.Counters.RxPackets == 0 || st.Counters.TxPackets == 0 || st.Counters.Up != 1 {
@@ -167,8 +173,12 @@ func TestManagerLoopback(t *testing.T) {
 			mb.waitState(t, StateUp, 3*time.Second)
 
 			// B goes silent (its transmit socket fails): A detects it
-			// within the detection time, diag 1, and it is a failure.
-			time.Sleep(100 * time.Millisecond)
+			// within the detection time, diag 1, and it is a failure. A
+			// runs at the fast rate first, so it is 150ms that expires.
+			testutil.Eventually(t, "A at 50ms x 3 again", func() bool {
+				ss := ma.Sessions()
+				return len(ss) == 1 && ss[0].State == StateUp && !ss[0].PollActive && ss[0].DetectTime == 150*time.Millisecond
+			}, func() string { return fmt.Sprintf("sessions %+v", ma.Sessions()) })
 			if tc.a.Is4() {
 				mb.tx4.Close()
 			} else {
@@ -211,17 +221,10 @@ func sendRaw(t *testing.T, port uint16, ttl int, b []byte) {
 
 func waitCounters(t *testing.T, m *Manager, ok func(Counters) bool) Counters {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		c := m.Counters()
-		if ok(c) {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("counters %+v", c)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var c Counters
+	testutil.Eventually(t, "the counters", func() bool { c = m.Counters(); return ok(c) },
+		func() string { return fmt.Sprintf("counters %+v", c) })
+	return c
 }
 
 // RFC 5881 5 (GTSM): single-hop packets must arrive with TTL 255; others,

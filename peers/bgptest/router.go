@@ -26,6 +26,7 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -233,7 +234,7 @@ func (r *Router) WaitPrefixes(t testing.TB, want []netip.Prefix, timeout time.Du
 	slices.SortFunc(want, comparePrefix)
 	var got []netip.Prefix
 	var err error
-	ok := poll(timeout, func() bool {
+	ok := testutil.Poll(timeout, func() bool {
 		got, err = r.Prefixes(context.Background())
 		return err == nil && slices.Equal(got, want)
 	})
@@ -255,7 +256,7 @@ func (r *Router) Established(ctx context.Context) (bool, error) {
 // false) established, failing the test after timeout.
 func (r *Router) WaitEstablished(t testing.TB, want bool, timeout time.Duration) {
 	t.Helper()
-	if !poll(timeout, func() bool {
+	if !testutil.Poll(timeout, func() bool {
 		up, err := r.Established(context.Background())
 		return err == nil && up == want
 	}) {
@@ -344,20 +345,6 @@ func comparePrefix(a, b netip.Prefix) int {
 		return c
 	}
 	return a.Bits() - b.Bits()
-}
-
-// poll calls cond every 50ms until it is true or timeout passes.
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // nopLogger silences the router's GoBGP: its logs are noise in test output

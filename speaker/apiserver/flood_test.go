@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/vipcast/vipcast/peers/testutil"
 	apiv1 "github.com/vipcast/vipcast/speaker/api/v1"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 	"github.com/vipcast/vipcast/speaker/apiserver/apitest"
@@ -127,7 +128,7 @@ func TestAPIFloodBounded(t *testing.T) {
 	}
 	// Other clients are served while the flood holds its connections.
 	c := dialSocket(t, e)
-	apitest.Eventually(t, "WatchStatus limit reached", func() bool {
+	testutil.Eventually(t, "WatchStatus limit reached", func() bool {
 		return gauge(t, e.Server, "vipcast_api_watch_streams", map[string]string{"kind": "status"}) == float64(lim.MaxWatches)
 	})
 	if st := getStatus(t, c); len(st.Vips) != 1 {
@@ -144,7 +145,7 @@ func TestAPIFloodBounded(t *testing.T) {
 	for range conns - socketConns {
 		floodConn(t, net.Dialer{}, "unix", e.Config.Socket, "/vipcast.v1.VipcastService/WatchStatus", streams)
 	}
-	apitest.Eventually(t, "watch limits reached", func() bool {
+	testutil.Eventually(t, "watch limits reached", func() bool {
 		return gauge(t, e.Server, "vipcast_api_watch_streams", map[string]string{"kind": "status"}) == float64(lim.MaxWatches) &&
 			gauge(t, e.Server, "vipcast_api_watch_streams", map[string]string{"kind": "health"}) == float64(lim.MaxWatches)
 	})

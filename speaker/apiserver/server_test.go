@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/speaker"
 	apiv1 "github.com/vipcast/vipcast/speaker/api/v1"
 	"github.com/vipcast/vipcast/speaker/apiserver"
@@ -67,7 +68,7 @@ func TestUnixSocketStatusDrainWatch(t *testing.T) {
 		t.Errorf("socket directory mode = %v, want 0750", di.Mode().Perm())
 	}
 	c := dialSocket(t, e)
-	apitest.Eventually(t, "VIP advertised", func() bool {
+	testutil.Eventually(t, "VIP advertised", func() bool {
 		st := getStatus(t, c)
 		return len(st.Vips) == 1 && st.Vips[0].Advertised && st.Vips[0].Reason == "healthy" && len(st.Peers) == 1
 	})
@@ -79,7 +80,7 @@ func TestUnixSocketStatusDrainWatch(t *testing.T) {
 	if len(h.Recent) == 0 || len(h.Recent) > 20 || !h.Recent[len(h.Recent)-1].Ok || h.Rise != 3 || h.Fall != 2 || h.OkRun < 3 {
 		t.Errorf("health: %v", h)
 	}
-	apitest.Eventually(t, "20 probes kept", func() bool { return len(getStatus(t, c).Health.Recent) == 20 })
+	testutil.Eventually(t, "20 probes kept", func() bool { return len(getStatus(t, c).Health.Recent) == 20 })
 	p := st.Peers[0]
 	if p.Address != "192.0.2.1" || p.Asn != 65000 || p.State != apiv1.SessionState_SESSION_STATE_ESTABLISHED || p.Uptime.AsDuration() < time.Minute || p.PrefixesSent != 1 {
 		t.Errorf("peer: %v", p)
@@ -105,7 +106,7 @@ func TestUnixSocketStatusDrainWatch(t *testing.T) {
 		},
 		peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, State: peers.StateActive},
 	)
-	apitest.Eventually(t, "BFD in the status", func() bool {
+	testutil.Eventually(t, "BFD in the status", func() bool {
 		ps := getStatus(t, c).Peers
 		return len(ps) == 2 && ps[0].Bfd != nil
 	})
@@ -156,7 +157,7 @@ func TestUnixSocketStatusDrainWatch(t *testing.T) {
 	if _, err := c.Undrain(ctx(t), &apiv1.UndrainRequest{Reason: "done"}); err != nil {
 		t.Fatal(err)
 	}
-	apitest.Eventually(t, "announced after undrain", func() bool { return e.Router.IsAnnounced(apitest.VIP) })
+	testutil.Eventually(t, "announced after undrain", func() bool { return e.Router.IsAnnounced(apitest.VIP) })
 	if saved, _ := speaker.ReadState(e.Config.StateFile); saved.Drained {
 		t.Error("state file still drained after undrain")
 	}
@@ -167,7 +168,7 @@ func TestDrainSurvivesRestart(t *testing.T) {
 	cfg := apiserver.Config{Socket: filepath.Join(dir, "s.sock"), StateFile: filepath.Join(dir, "lib", "state.json")}
 	e := apitest.Start(t, apitest.Options{API: cfg, Healthy: true})
 	c := dialSocket(t, e)
-	apitest.Eventually(t, "announced", func() bool { return e.Router.IsAnnounced(apitest.VIP) })
+	testutil.Eventually(t, "announced", func() bool { return e.Router.IsAnnounced(apitest.VIP) })
 	if r, err := c.Drain(ctx(t), &apiv1.DrainRequest{Reason: "maintenance"}); err != nil || !r.Persisted {
 		t.Fatalf("drain: %v %v", r, err)
 	}
@@ -183,7 +184,7 @@ func TestDrainSurvivesRestart(t *testing.T) {
 		t.Fatalf("after restart: drained=%v reason=%q, want drained by the state file", st.Drained, st.DrainReason)
 	}
 	// Healthy probes must not announce a drained node.
-	apitest.Eventually(t, "several good probes", func() bool { return getStatus(t, c2).Health.OkRun >= 5 })
+	testutil.Eventually(t, "several good probes", func() bool { return getStatus(t, c2).Health.OkRun >= 5 })
 	if e2.Router.IsAnnounced(apitest.VIP) {
 		t.Fatal("announced after restart although drained")
 	}
@@ -193,7 +194,7 @@ func TestDrainSurvivesRestart(t *testing.T) {
 	if _, err := c2.Undrain(ctx(t), &apiv1.UndrainRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	apitest.Eventually(t, "announced after undrain", func() bool { return e2.Router.IsAnnounced(apitest.VIP) })
+	testutil.Eventually(t, "announced after undrain", func() bool { return e2.Router.IsAnnounced(apitest.VIP) })
 }
 
 func TestStaleSocket(t *testing.T) {
@@ -331,7 +332,7 @@ func TestHealth(t *testing.T) {
 		}
 		return r.Status
 	}
-	apitest.Eventually(t, "SERVING once Run started", func() bool { return check() == healthpb.HealthCheckResponse_SERVING })
+	testutil.Eventually(t, "SERVING once Run started", func() bool { return check() == healthpb.HealthCheckResponse_SERVING })
 	// The health listener serves health only, never the control API.
 	_, err = apiv1.NewVipcastServiceClient(hconn).Drain(ctx(t), &apiv1.DrainRequest{})
 	if status.Code(err) != codes.Unimplemented {
@@ -346,7 +347,7 @@ func TestHealth(t *testing.T) {
 	}
 
 	e.Speaker.Shutdown()
-	apitest.Eventually(t, "NOT_SERVING while shutting down", func() bool { return check() == healthpb.HealthCheckResponse_NOT_SERVING })
+	testutil.Eventually(t, "NOT_SERVING while shutting down", func() bool { return check() == healthpb.HealthCheckResponse_NOT_SERVING })
 	// Still shutting down (drain period): status is still readable.
 	select {
 	case <-e.Speaker.Done():
@@ -405,5 +406,41 @@ func TestDrainReasonTooLong(t *testing.T) {
 	}
 	if _, err := c.Drain(ctx(t), &apiv1.DrainRequest{Reason: strings.Repeat("x", speaker.MaxDrainReason)}); err != nil {
 		t.Errorf("drain with a reason at the limit: %v", err)
+	}
+}
+
+// fakeSpeaker stands in for *speaker.Speaker through apiserver.Speaker.
+type fakeSpeaker struct {
+	st      speaker.Status
+	started chan struct{}
+}
+
+func (f *fakeSpeaker) Status() speaker.Status { return f.st }
+func (f *fakeSpeaker) SetDrainedReason(context.Context, bool, string) error {
+	return nil
+}
+func (f *fakeSpeaker) Subscribe(context.Context) *speaker.Subscription { return nil }
+func (f *fakeSpeaker) Started() <-chan struct{}                        { return f.started }
+func (f *fakeSpeaker) Stopping() <-chan struct{}                       { return nil }
+
+// The thresholds GetStatus reports are the speaker's, from its Status:
+// the API keeps no copy of them.
+func TestStatusThresholdsFromSpeaker(t *testing.T) {
+	f := &fakeSpeaker{st: speaker.Status{Rise: 7, Fall: 5, TimeoutFall: 9, OKRun: 4}, started: make(chan struct{})}
+	cfg := apiserver.Config{Socket: filepath.Join(apitest.Dir(t), "s.sock")}
+	srv := apiserver.New(cfg, f, apiserver.Options{})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	conn, c, err := apiserver.Dial(apiserver.ClientConfig{Socket: cfg.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	h := getStatus(t, c).GetHealth()
+	want := &apiv1.HealthStatus{Rise: 7, Fall: 5, TimeoutFall: 9, OkRun: 4}
+	if !proto.Equal(h, want) {
+		t.Errorf("health = %v, want %v", h, want)
 	}
 }

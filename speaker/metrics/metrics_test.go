@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/speaker"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 	"github.com/vipcast/vipcast/speaker/apiserver/apitest"
@@ -93,14 +94,14 @@ func TestMetricsScrape(t *testing.T) {
 
 	dir := apitest.Dir(t)
 	e := apitest.Start(t, apitest.Options{API: apiserver.Config{Socket: filepath.Join(dir, "s.sock")}, Observer: m, Healthy: true})
-	apitest.Eventually(t, "advertised in the metrics", func() bool {
+	testutil.Eventually(t, "advertised in the metrics", func() bool {
 		_, fams := scrape(t, url)
 		v, _ := value(fams, "vipcast_vip_advertised", vip)
 		p, _ := value(fams, "vipcast_bgp_peer_state", map[string]string{"peer": "192.0.2.1", "state": "established"})
 		return v == 1 && p == 1
 	})
 	e.Prober.OK.Store(false)
-	apitest.Eventually(t, "withdrawn in the metrics", func() bool {
+	testutil.Eventually(t, "withdrawn in the metrics", func() bool {
 		_, fams := scrape(t, url)
 		v, _ := value(fams, "vipcast_vip_advertised", vip)
 		return v == 0
@@ -117,7 +118,7 @@ func TestMetricsScrape(t *testing.T) {
 		peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.2"), ASN: 65001, State: peers.StateActive},
 	)
 	bfdPeer := map[string]string{"peer": "192.0.2.1"}
-	apitest.Eventually(t, "BFD in the metrics", func() bool {
+	testutil.Eventually(t, "BFD in the metrics", func() bool {
 		_, fams := scrape(t, url)
 		_, ok := value(fams, "vipcast_bfd_flaps_total", bfdPeer)
 		return ok
@@ -183,7 +184,7 @@ func TestMetricsScrape(t *testing.T) {
 
 	// BFD turned off: its series go away.
 	e.Router.SetPeers(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
-	apitest.Eventually(t, "BFD gone from the metrics", func() bool {
+	testutil.Eventually(t, "BFD gone from the metrics", func() bool {
 		_, fams := scrape(t, url)
 		_, ok := fams["vipcast_bfd_session_state"]
 		return !ok

@@ -123,6 +123,7 @@ func Start(t testing.TB, o Options) *Env {
 	cfg.Loopback.RemoveDelay = 10 * time.Millisecond
 	cfg.Shutdown.DrainPeriod = 200 * time.Millisecond
 	cfg.Damping.HalfLife = 0
+	cfg.StateFile, cfg.GracefulShutdown = o.API.StateFile, o.GracefulShutdown
 	router := peers.NewFake([]netip.Prefix{VIP}, peers.PeerStatus{
 		Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished,
 		Since: time.Now().Add(-time.Minute), PrefixesSent: 1,
@@ -131,13 +132,13 @@ func Start(t testing.TB, o Options) *Env {
 	e.Prober.OK.Store(o.Healthy)
 	sp, err := speaker.New(cfg, speaker.Deps{
 		Router: router, Addresses: &Addrs{}, Prober: e.Prober,
-		Observer: o.Observer, StateFile: o.API.StateFile, GracefulShutdown: o.GracefulShutdown,
+		Observer: o.Observer,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.Speaker = sp
-	e.Server = apiserver.New(o.API, sp, apiserver.Options{Version: o.Version, ConfigDigest: "sha256:test", Rise: cfg.Health.Rise, Fall: cfg.Health.Fall, TimeoutFall: cfg.Health.TimeoutFall})
+	e.Server = apiserver.New(o.API, sp, apiserver.Options{Version: o.Version, ConfigDigest: "sha256:test"})
 	if err := e.Server.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -174,17 +175,5 @@ func (e *Env) Wait() error {
 	case <-time.After(10 * time.Second):
 		e.T.Fatal("speaker did not stop")
 		return nil
-	}
-}
-
-// Eventually polls cond every few milliseconds until it holds or 5s pass.
-func Eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
 	}
 }
