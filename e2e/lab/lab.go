@@ -326,6 +326,15 @@ func New(t T, opts Options) *Lab {
 		t.Fatalf("router: %v", err)
 	}
 	if opts.Bootstrap {
+		// The admin's kubeconfig through the VIP exists from the start,
+		// as kubeadm's admin.conf does; it works once an apiserver does.
+		tok, err := l.AdminToken()
+		if err == nil {
+			err = writeKubeconfig(l.ClusterKubeconfig(), vipServer(), l.caFile, "admin", tok)
+		}
+		if err != nil {
+			t.Fatalf("bootstrap admin kubeconfig: %v", err)
+		}
 		l.ready = true
 		t.Logf("lab %s (%s, %d nodes, bootstrap: nothing running on the nodes) ready in %v; files in %s",
 			l.ID, opts.Router, opts.Nodes, time.Since(start).Round(time.Millisecond), l.Dir)
