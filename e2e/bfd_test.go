@@ -58,7 +58,7 @@ func TestBFD(t *testing.T) {
 // timer cannot fire sooner than hold − keepalive after the last keepalive,
 // so a withdraw faster than that (less a margin) was BFD's doing.
 func bfdMaxWithdraw(l *lab.Lab) time.Duration {
-	return l.Opts.HoldTime - l.Opts.KeepaliveTime - 300*time.Millisecond
+	return l.Opts.HoldExpiryFloor()
 }
 
 // (1) BFD Up on both ends, BGP established (strict: only after BFD was

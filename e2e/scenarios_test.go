@@ -308,7 +308,7 @@ func vipcastStop(t *testing.T, l *lab.Lab) {
 	gone := l.WaitNexthops(t, v4, addrs(l, v4, l.Except(n)...), l.Opts.HoldTime+2*time.Second)
 	d := gone.Sub(t0)
 	l.Record(t, "vipcast_sigstop_to_fib_withdraw", d)
-	if min := l.Opts.HoldTime - l.Opts.KeepaliveTime - 300*time.Millisecond; d < min {
+	if min := l.Opts.HoldExpiryFloor(); d < min {
 		t.Errorf("route left %v after SIGSTOP, sooner than the hold time allows (%v): what withdrew it?", d, min)
 	}
 	t1, _ := n.KillVipcast(syscall.SIGCONT)
@@ -374,7 +374,7 @@ func nodeLinkDown(t *testing.T, l *lab.Lab) {
 	gone := l.WaitNexthops(t, v4, addrs(l, v4, l.Except(n)...), l.Opts.HoldTime+3*time.Second)
 	d := gone.Sub(t0)
 	l.Record(t, "link_down_to_fib_withdraw", d)
-	if min := l.Opts.HoldTime - l.Opts.KeepaliveTime - 300*time.Millisecond; d < min {
+	if min := l.Opts.HoldExpiryFloor(); d < min {
 		t.Errorf("route left %v after link down, sooner than the hold time allows (%v)", d, min)
 	}
 	t1 := time.Now()

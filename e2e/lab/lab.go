@@ -130,6 +130,21 @@ type BFDOptions struct {
 // packet before declaring the session down.
 func (b *BFDOptions) DetectTime() time.Duration { return b.Interval * time.Duration(b.Multiplier) }
 
+
+// HoldExpiryFloor is the soonest a router's hold timer can drop a silent
+// node's session, measured from the moment the node went silent: the last
+// keepalive may have left up to KeepaliveTime earlier, and BIRD shortens
+// every BGP timer, the hold timer included, by a random 0-25% (RFC 4271
+// section 10 jitter, bgp_start_timer: seen in CI, BIRD dropped a session
+// 2.29s after the last of its 1s keepalives, hold 3s); less 300ms for
+// scheduling. A withdraw sooner than this was not the hold timer.
+func (o Options) HoldExpiryFloor() time.Duration {
+	hold := o.HoldTime
+	if o.Router == BIRD {
+		hold = hold * 3 / 4
+	}
+	return hold - o.KeepaliveTime - 300*time.Millisecond
+}
 func (o *Options) defaults() {
 	if o.Bootstrap {
 		o.Cluster = true

@@ -419,10 +419,15 @@ func TestManagerDampsHostileFlaps(t *testing.T) {
 		sendRaw(t, m.port, 255, pkt(StateDown)) // Up -> Down
 	}
 	sendRaw(t, m.port, 255, pkt(StateInit)) // and Up at the end
-	c := waitCounters(t, m.Manager, func(c Counters) bool { return c.RxPackets == 2*cycles+1 })
-	if c.Up != cycles+1 {
-		t.Fatalf("BFD went Up %d times, want %d: the forged packets did not flap it", c.Up, cycles+1)
-	}
+	// rx is counted before the packet's state change, so wait for both: a
+	// reader between the two saw 81 packets and 40 Ups (CI, stop 20).
+	var c Counters
+	testutil.Eventually(t, "every forged packet to flap the session",
+		func() bool { c = m.Counters(); return c.RxPackets == 2*cycles+1 && c.Up == cycles+1 },
+		func() string {
+			return fmt.Sprintf("BFD went Up %d times after %d packets, want %d after %d: the forged packets did not flap it",
+				c.Up, c.RxPackets, cycles+1, 2*cycles+1)
+		})
 	ups, downs := 0, 0
 	deadline := time.After(5 * time.Second)
 	for released := false; !released; {
