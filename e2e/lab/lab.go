@@ -130,7 +130,6 @@ type BFDOptions struct {
 // packet before declaring the session down.
 func (b *BFDOptions) DetectTime() time.Duration { return b.Interval * time.Duration(b.Multiplier) }
 
-
 // HoldExpiryFloor is the soonest a router's hold timer can drop a silent
 // node's session, measured from the moment the node went silent: the last
 // keepalive may have left up to KeepaliveTime earlier, and BIRD shortens
