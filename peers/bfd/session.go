@@ -111,6 +111,9 @@ type Session struct {
 	pendingAt  time.Time
 
 	nextTx   time.Time
+	txTokens float64   // packets that may go out of the periodic schedule now: see allowTx
+	txRefill time.Time // when txTokens was last brought up to date
+	forceTx  bool      // a local AdminDown goes out at once, whatever the bound
 	detectAt time.Time
 	lastRx   time.Time
 	since    time.Time
@@ -350,12 +353,13 @@ func (s *Session) Tick(now time.Time, out []Packet) ([]Packet, Transition) {
 		}
 		s.rescheduleTx(now)
 	}
-	if s.sendFinal {
+	if s.sendFinal && (s.forceTx || s.allowTx(now, s.finalGap())) {
 		s.sendFinal = false
 		out = append(out, s.packet(false, true))
 	}
-	if s.sendNow || (!s.nextTx.IsZero() && !now.Before(s.nextTx)) {
-		s.sendNow = false
+	periodic := !s.nextTx.IsZero() && !now.Before(s.nextTx)
+	if periodic || s.forceTx || (s.sendNow && s.allowTx(now, s.txGap())) {
+		s.sendNow, s.forceTx = false, false
 		out = append(out, s.packet(s.pollActive, false))
 		if iv := s.txInterval(); iv > 0 {
 			s.nextTx = now.Add(s.jitter(iv))
@@ -365,6 +369,79 @@ func (s *Session) Tick(now time.Time, out []Packet) ([]Packet, Transition) {
 	}
 	tr.New, tr.Diag = s.state, s.localDiag
 	return out, tr
+}
+
+// Packets out of the periodic schedule (a state change, a Poll, a Final)
+// are bounded by a token bucket: a burst of txBurst, then one per gap, 3/4
+// of the interval in effect. RFC 5880 6.8.7: "A system MUST NOT transmit
+// BFD Control packets at an interval less than the larger of
+// bfd.DesiredMinTxInterval and bfd.RemoteMinRxInterval, less applied
+// jitter"; the burst keeps a three-way handshake and a Poll Sequence as
+// fast as before. Without the bound every state change went out at once:
+// forged packets (a Down then an Init, 11,000 flaps a second, from the
+// peer's address with its discriminators) made us send 12,000 packets a
+// second to the real peer, each with our new state, which flapped its
+// session too (FRR: 7,000 flaps in 5 s) and with it the peer's BGP
+// session. Bounded, the peer sees at most a few of our states per
+// interval, the latest ones. Periodic packets are neither held back nor
+// counted: they are spaced by the interval already, and the peer's
+// detection time depends on them.
+const txBurst = 3
+
+// refillTx brings the bucket up to date at now.
+func (s *Session) refillTx(now time.Time, gap time.Duration) {
+	if s.txRefill.IsZero() {
+		s.txTokens = txBurst
+	} else if d := now.Sub(s.txRefill); d > 0 && gap > 0 {
+		s.txTokens = min(s.txTokens+float64(d)/float64(gap), txBurst)
+	} else if gap <= 0 {
+		s.txTokens = txBurst
+	}
+	s.txRefill = now
+}
+
+// allowTx takes a token for a packet out of schedule, if one is left.
+func (s *Session) allowTx(now time.Time, gap time.Duration) bool {
+	s.refillTx(now, gap)
+	if s.txTokens < 1 {
+		return false
+	}
+	s.txTokens--
+	return true
+}
+
+// txDeadline is when an out-of-schedule packet queued at at may go.
+func (s *Session) txDeadline(at time.Time, gap time.Duration) time.Time {
+	if s.txRefill.IsZero() || s.txTokens >= 1 {
+		return at
+	}
+	return later(at, s.txRefill.Add(time.Duration((1-s.txTokens)*float64(gap))+1))
+}
+
+// txGap is 3/4 of the transmit interval in effect (the interval less the
+// most jitter), or of bfd.DesiredMinTxInterval while the peer asks for no
+// periodic packets.
+func (s *Session) txGap() time.Duration {
+	iv := s.txInterval()
+	if iv == 0 {
+		iv = s.useTx
+	}
+	return iv * 3 / 4
+}
+
+// finalGap bounds Finals. 6.8.7 exempts them from the transmission timer
+// but lets a system rate-limit them, provided the advertised Desired Min
+// TX Interval is at least the interval imposed; unbounded, a flood of
+// forged Polls would have us answer at its rate.
+func (s *Session) finalGap() time.Duration {
+	return min(s.txGap(), s.advTx*3/4)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (s *Session) packet(poll, final bool) Packet {
@@ -392,8 +469,14 @@ func (s *Session) NextDeadline() time.Time {
 			d = t
 		}
 	}
-	if s.sendNow || s.sendFinal {
+	switch {
+	case s.forceTx:
 		earliest(s.pendingAt)
+	case s.sendFinal:
+		earliest(s.txDeadline(s.pendingAt, s.finalGap()))
+	}
+	if s.sendNow {
+		earliest(s.txDeadline(s.pendingAt, s.txGap()))
 	}
 	earliest(s.nextTx)
 	earliest(s.detectAt)
@@ -417,6 +500,8 @@ func (s *Session) SetAdminDown(down bool, now time.Time) Transition {
 	case down && s.state != StateAdminDown:
 		s.setState(StateAdminDown, DiagAdministrativelyDown, now)
 		s.detectAt = time.Time{}
+		// Local and final (Remove, shutdown): the peer must learn it now.
+		s.forceTx = true
 	case !down && s.state == StateAdminDown:
 		s.setState(StateDown, DiagNone, now)
 	}

@@ -568,3 +568,64 @@ func TestSessionBoundsRemoteTimers(t *testing.T) {
 		})
 	}
 }
+
+// RFC 5880 6.8.7: packets are not sent closer than the interval in effect
+// less jitter, state changes included (a burst of txBurst aside). Forged
+// packets that flap the session (a Down then an Init, 10,000 pairs a
+// second, with the peer's discriminators as the e2e TestBFDFlood sends)
+// once made us send one packet per state change to the real peer, which
+// flapped its session too; the peer must see a bounded number. A Poll
+// flood is answered at a bounded rate too, and a local AdminDown still
+// goes out at once.
+func TestSession_6_8_7_FloodDoesNotDriveOurTransmitRate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		poll bool
+	}{{"flaps", false}, {"flaps with Poll", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := sessionIn(t, StateUp)
+			peer := func(st State, mult uint8, us uint32) Packet {
+				return Packet{Version: 1, State: st, Poll: tc.poll, DetectMult: mult, MyDiscriminator: 0xb,
+					YourDiscriminator: 0xa, DesiredMinTxInterval: us, RequiredMinRxInterval: us}
+			}
+			// The peer's real timers: 100 ms, so we send every 75-100 ms when Up.
+			down, initP, slow := peer(StateDown, 3, 1e5), peer(StateInit, 3, 1e5), peer(StateInit, 255, 0xffffffff)
+			var out []Packet
+			sent, changes := 0, 0
+			now := t0
+			const flood = time.Second
+			for i := 0; now.Before(t0.Add(flood)); i++ {
+				now = now.Add(100 * time.Microsecond)
+				p2 := initP
+				if i%7 == 3 {
+					p2 = slow
+				}
+				for _, p := range []*Packet{&down, &p2} {
+					if tr := s.Receive(p, now); tr.Changed() {
+						changes++
+					}
+					out, _ = s.Tick(now, out[:0])
+					sent += len(out)
+				}
+			}
+			// At most one periodic packet per 75 ms, plus the burst, plus
+			// one out-of-schedule packet per 75 ms.
+			limit := 2*int(flood/(75*time.Millisecond)) + txBurst + 1
+			t.Logf("%d state changes, %d packets sent in %v (limit %d)", changes, sent, flood, limit)
+			if changes < 1000 {
+				t.Fatalf("the flood made only %d state changes: not a flood", changes)
+			}
+			if sent > limit {
+				t.Errorf("sent %d packets in %v of flood, want at most %d", sent, flood, limit)
+			}
+			s.SetAdminDown(true, now)
+			if d := s.NextDeadline(); d.After(now) {
+				t.Errorf("AdminDown after the flood: deadline in %v, want now", d.Sub(now))
+			}
+			out, _ = s.Tick(now, out[:0])
+			if len(out) == 0 || out[len(out)-1].State != StateAdminDown {
+				t.Errorf("AdminDown after the flood not sent at once: %+v", out)
+			}
+		})
+	}
+}
