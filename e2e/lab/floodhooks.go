@@ -96,3 +96,44 @@ func (l *Lab) RouterUDP(raddr string) (*net.UDPConn, error) {
 	}
 	return c.(*net.UDPConn), nil
 }
+
+// BFDCounters are FRR's counters of its BFD session with a node.
+type BFDCounters struct {
+	RxPackets, TxPackets uint64 // control packets
+	Ups, Downs           uint64 // session state changes to Up, and from Up to Down
+}
+
+// RouterBFDCounters returns FRR's counters of its BFD session with the
+// node (`show bfd peers counters json`; summed over the node's sessions,
+// as bfdd may hold two for a moment while it replaces one). FRR only.
+func (l *Lab) RouterBFDCounters(n *Node) (BFDCounters, error) {
+	out, err := l.RouterVtysh("-c", "show bfd peers counters json")
+	if err != nil {
+		return BFDCounters{}, fmt.Errorf("show bfd peers counters json: %w: %s", err, out)
+	}
+	var doc []struct {
+		Peer  string `json:"peer"`
+		RxCtl uint64 `json:"control-packet-input"`
+		TxCtl uint64 `json:"control-packet-output"`
+		Up    uint64 `json:"session-up"`
+		Down  uint64 `json:"session-down"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		return BFDCounters{}, fmt.Errorf("show bfd peers counters json: %w: %s", err, out)
+	}
+	var c BFDCounters
+	found := false
+	for _, p := range doc {
+		if p.Peer == n.Addr4.String() {
+			found = true
+			c.RxPackets += p.RxCtl
+			c.TxPackets += p.TxCtl
+			c.Ups += p.Up
+			c.Downs += p.Down
+		}
+	}
+	if !found {
+		return c, fmt.Errorf("no BFD session with %s: %s", n.Addr4, out)
+	}
+	return c, nil
+}
