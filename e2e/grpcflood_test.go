@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -210,10 +211,21 @@ func TestGRPCFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The flood: conns connections per target, each starting streams Watch
-	// calls (the server allows 16 per connection, 32 watches of each kind,
-	// 64 connections per listener and 16 per remote host).
-	const conns, streams = 80, 16
+	// The flood: connections to the socket from the node, and to the
+	// health listener from six remote hosts (the client and five router
+	// addresses), each connection starting streams Watch calls. The server
+	// allows 16 calls per connection, 32 watches of each kind, 64
+	// connections per listener and 16 per remote host: six hosts fill the
+	// health listener, so the node's own probe must get in on its quota.
+	const socketConns, hostConns, streams = 80, 24, 16
+	routerSrcs := []netip.Addr{lab.RouterAddr4}
+	for i := range 5 {
+		a := netip.AddrFrom4([4]byte{192, 0, 2, byte(201 + i)})
+		if err := l.AddRouterAddr(a); err != nil {
+			t.Fatal(err)
+		}
+		routerSrcs = append(routerSrcs, a)
+	}
 	floodCtx, stopFlood := context.WithCancel(t.Context())
 	var (
 		wg                      sync.WaitGroup
@@ -221,19 +233,28 @@ func TestGRPCFlood(t *testing.T) {
 		transports              []*http.Transport
 		peakRSS                 = rss0
 	)
-	targets := []struct {
+	type target struct {
 		method string
+		conns  int
 		dial   func(ctx context.Context) (net.Conn, error)
-	}{
-		{methodWatchStatus, func(ctx context.Context) (net.Conn, error) {
+	}
+	targets := []target{
+		{methodWatchStatus, socketConns, func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", n.Socket())
 		}},
-		{methodHealthWatch, func(ctx context.Context) (net.Conn, error) { return l.DialClient(ctx, "tcp", health) }},
-		{methodHealthWatch, func(ctx context.Context) (net.Conn, error) { return l.RouterDialContext(ctx, "tcp", health) }},
+		{methodHealthWatch, hostConns, func(ctx context.Context) (net.Conn, error) { return l.DialClient(ctx, "tcp", health) }},
+	}
+	for _, src := range routerSrcs {
+		targets = append(targets, target{methodHealthWatch, hostConns, func(ctx context.Context) (net.Conn, error) {
+			return l.RouterDialFrom(ctx, src, "tcp", health)
+		}})
 	}
 	start := time.Now()
-	total := int64(len(targets) * conns * streams)
+	var total int64
+	for _, tg := range targets {
+		total += int64(tg.conns * streams)
+	}
 	// call starts one Watch and holds it open until the flood ends if
 	// vipcast lets it; started (if set) is called once the call has its
 	// response headers or failed.
@@ -255,7 +276,7 @@ func TestGRPCFlood(t *testing.T) {
 		}
 	}
 	for _, tg := range targets {
-		for range conns {
+		for range tg.conns {
 			c, tr := h2cClient(dialOnce(tg.dial))
 			transports = append(transports, tr)
 			wg.Go(func() {
@@ -327,6 +348,9 @@ func TestGRPCFlood(t *testing.T) {
 		if c := open[`vipcast_api_watch_streams{kind="`+kind+`"}`]; c > 32 {
 			t.Errorf("%v %s watch streams open, above the limit 32", c, kind)
 		}
+	}
+	if c := open[`vipcast_api_connections{listener="health"}`]; c < 64 {
+		t.Errorf("%v connections on the health listener, want it full (64 from remote hosts, plus the probe's) so the probe's own quota is tested", c)
 	}
 	if opened.Load() > 64 { // 32 WatchStatus + 32 health Watch
 		t.Errorf("%d watch streams opened, above the limits (32 of each kind)", opened.Load())

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -136,4 +137,28 @@ func (l *Lab) RouterBFDCounters(n *Node) (BFDCounters, error) {
 		return c, fmt.Errorf("no BFD session with %s: %s", n.Addr4, out)
 	}
 	return c, nil
+}
+
+// AddRouterAddr adds a (/32) address to the router's bridge, for
+// connections from more remote hosts than the router itself; removed with
+// the lab.
+func (l *Lab) AddRouterAddr(a netip.Addr) error {
+	out, err := run("ip", "-n", l.routerNS, "addr", "add", netip.PrefixFrom(a, a.BitLen()).String(), "dev", "br0")
+	if err != nil {
+		return fmt.Errorf("router address %s: %w: %s", a, err, out)
+	}
+	return nil
+}
+
+// RouterDialFrom dials from the router namespace with source address src
+// (the router's own, or one added with AddRouterAddr).
+func (l *Lab) RouterDialFrom(ctx context.Context, src netip.Addr, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(l.routerNS, func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IP(src.AsSlice())}}
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
