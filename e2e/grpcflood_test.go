@@ -169,9 +169,6 @@ func dialOnce(dial func(ctx context.Context) (net.Conn, error)) func(ctx context
 // operator or probe, a missing refusal count, too many open streams, or
 // memory.
 func TestGRPCFlood(t *testing.T) {
-	if os.Getenv("VIPCAST_E2E_FLOOD") != "1" {
-		t.Skip("SKIPPED: opt-in with VIPCAST_E2E_FLOOD=1")
-	}
 	lab.Require(t, lab.FRR)
 	l := lab.New(t, lab.Options{Router: lab.FRR, Nodes: 1})
 	l.DumpOnFailure(t)
