@@ -178,7 +178,7 @@ func TestSpeakerShutdownGracefulShutdown(t *testing.T) {
 	if d := h.sp.Status().Decisions[0]; d.Reason != ReasonGracefulShutdown {
 		t.Errorf("status during the wait = %+v", d)
 	}
-	if !h.addrs.has(vip4) {
+	if !h.addrs.Has(vip4) {
 		t.Error("VIP left lo during the graceful wait")
 	}
 	h.eventually("withdrawn after the wait", h.withdrawn)
