@@ -241,10 +241,11 @@ func TestSpeakerDrain(t *testing.T) {
 	if err := h.sp.SetDrained(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually("withdrawn by drain", h.withdrawn)
-	if r := h.sp.Status().Decisions[0].Reason; r != ReasonDrained {
-		t.Errorf("reason = %s", r)
-	}
+	// Status is recorded just after the router hears the change (reconcile,
+	// then record), so wait for both.
+	h.eventually("withdrawn by drain, and so in the status", func() bool {
+		return h.withdrawn() && h.sp.Status().Decisions[0].Reason == ReasonDrained
+	})
 	if err := h.sp.SetDrained(ctx, false); err != nil {
 		t.Fatal(err)
 	}
@@ -386,11 +387,13 @@ func TestSpeakerWithdrawsWhenVIPCannotBePutBack(t *testing.T) {
 	h.addrs.FailAdd(errors.New("operation not permitted"))
 	h.addrs.Vanish(vip6)
 	removed <- vip6
-	h.eventually("withdrawn", h.withdrawn)
+	// Status is recorded just after the router hears the change (reconcile,
+	// then record), so wait for both.
+	h.eventually("withdrawn with "+string(ReasonLoopbackFailed)+", and so in the status", func() bool {
+		d := h.sp.Status().Decisions[0]
+		return h.withdrawn() && d.Reason == ReasonLoopbackFailed && !d.Announce
+	})
 	st := h.sp.Status()
-	if d := st.Decisions[0]; d.Reason != ReasonLoopbackFailed || d.Announce {
-		t.Errorf("decision %+v, want withdrawn with %s", d, ReasonLoopbackFailed)
-	}
 	last := st.Transitions[len(st.Transitions)-1]
 	if last.To != ReasonLoopbackFailed || !strings.Contains(last.Detail, "operation not permitted") || len(last.Loopback) != 1 {
 		t.Errorf("last transition %+v, want one to %s naming the error", last, ReasonLoopbackFailed)

@@ -87,7 +87,11 @@ func TestCLIOverSocket(t *testing.T) {
 	if code, out, errOut = run("drain", "--socket", sock, "--reason", "disk swap"); code != 0 || !strings.Contains(out, "drained") {
 		t.Fatalf("drain: exit %d\n%s%s", code, out, errOut)
 	}
-	testutil.Eventually(t, "withdrawn", func() bool { return !env.Router.IsAnnounced(apitest.VIP) })
+	// Status is recorded just after the router hears the withdraw, so
+	// wait for both.
+	testutil.Eventually(t, "withdrawn, and so in the status", func() bool {
+		return !env.Router.IsAnnounced(apitest.VIP) && env.Speaker.Status().Drained
+	})
 	if _, out, _ = run("status", "--socket", sock); !strings.Contains(out, "DRAINED: disk swap") {
 		t.Errorf("status after drain:\n%s", out)
 	}
