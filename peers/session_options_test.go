@@ -73,12 +73,13 @@ func TestGoBGPGracefulRestartCapability(t *testing.T) {
 // for every family where both ends negotiated graceful restart, the last
 // UPDATEs of a router that originates nothing. Stopping before then races
 // inside GoBGP v3.37: StopBgp zeroes its global config while the session's
-// receive goroutine reads it to validate an UPDATE (fsm.go, IsEBGPPeer),
-// which -race reported about once in 32 runs. The fix belongs in the test,
-// not in Stop: no public GoBGP call waits for that goroutine (DeletePeer
-// only cancels it), and a DisablePeer first would change the Cease vipcast
-// sends. For vipcast the race is benign: the racing read is the local ASN
-// and an empty confederation list, and the server is discarded after it.
+// receive goroutine reads it to validate an UPDATE (fsm.go,
+// IsConfederationMember), which -race reported about once in 32 runs. The
+// fix belongs in the test, not in Stop: no public GoBGP call waits for that
+// goroutine (DeletePeer only cancels it), and a DisablePeer first would
+// change the Cease vipcast sends. For vipcast the race is benign: the read
+// is the confederation member list, which vipcast never sets (nil before
+// and after), and the server is discarded after StopBgp.
 // The received-UPDATE counter is no use here: GoBGP counts a message
 // before it validates it. EndOfRibReceived is set by the server goroutine,
 // after the receive goroutine is done with the message.
