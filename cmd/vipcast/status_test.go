@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -173,9 +174,11 @@ func TestCLIDrainNotPersisted(t *testing.T) {
 		if code != exitNotPersisted || !strings.Contains(errOut, verb+" is in effect now, but it was NOT saved to the state file") || !strings.Contains(errOut, "a restart of vipcast would undo it") {
 			t.Errorf("%s with an unwritable state file: exit %d\n%s%s", verb, code, out, errOut)
 		}
-		if got := env.Speaker.Status().Drained; got != (verb == "drain") {
-			t.Errorf("after %s: drained %v; the in-memory effect must stay", verb, got)
-		}
+		// The RPC returns once the speaker took the request; its status
+		// says so just after: poll.
+		want := verb == "drain"
+		testutil.Eventually(t, fmt.Sprintf("drained %v after %s: the in-memory effect must stay", want, verb),
+			func() bool { return env.Speaker.Status().Drained == want })
 	}
 
 	env2 := apitest.Start(t, apitest.Options{Version: version, Healthy: true, API: apiserver.Config{Socket: filepath.Join(dir, "b.sock")}})
