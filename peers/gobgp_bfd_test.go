@@ -13,7 +13,6 @@ import (
 	"github.com/vipcast/vipcast/peers/bfd"
 	"github.com/vipcast/vipcast/peers/bgptest"
 	"github.com/vipcast/vipcast/peers/testutil"
-	"github.com/vipcast/vipcast/policy"
 )
 
 // A BFD Down and Up delivered back to back (as when vipcast resumes after
@@ -104,15 +103,9 @@ func adminState(t *testing.T, g *GoBGP) api.PeerState_AdminState {
 func TestGoBGPBFDTeardownAndRecovery(t *testing.T) {
 	for _, strict := range []bool{false, true} {
 		t.Run(map[bool]string{false: "default", true: "strict"}[strict], func(t *testing.T) {
-			r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
-			second := netip.MustParsePrefix("203.0.113.20/32")
-			g, logs := startVipcast(t, r, Peer{}, vip4, second)
-			ctx := context.Background()
-			if err := g.announce(ctx, vip4, policy.Attributes{}); err != nil {
-				t.Fatal(err)
-			}
-			r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
-			peer := netip.MustParseAddr(r.Address())
+			f := startRecovery(t)
+			g := f.g
+			peer := netip.MustParseAddr(f.r.Address())
 			// Drive the glue as the BFD manager's notifier would, on a
 			// peer configured with BFD.
 			g.mu.Lock()
@@ -124,52 +117,24 @@ func TestGoBGPBFDTeardownAndRecovery(t *testing.T) {
 
 			for round := range 2 {
 				g.onBFD(bfdFailure(peer))
-				r.WaitEstablished(t, false, wait)
+				f.r.WaitEstablished(t, false, wait)
 				if strict {
 					// Polled: the session drops before applyBFD has
 					// added the new peer.
-					deadline := time.Now().Add(wait)
-					for adminState(t, g) != api.PeerState_DOWN && time.Now().Before(deadline) {
-						time.Sleep(5 * time.Millisecond) // poll interval
-					}
-					if st := adminState(t, g); st != api.PeerState_DOWN {
-						t.Fatalf("round %d: strict peer after BFD failure: admin state %v, want DOWN", round, st)
-					}
+					var st api.PeerState_AdminState
+					testutil.Eventually(t, fmt.Sprintf("round %d: strict peer administratively DOWN after the BFD failure", round),
+						func() bool { st = adminState(t, g); return st == api.PeerState_DOWN },
+						func() string { return fmt.Sprintf("admin state %v", st) })
 				}
 				if st := waitPeer(t, g, "the BFD reason", func(p PeerStatus) bool { return p.LastError != "" }); !strings.Contains(st.LastError, "BFD down") {
 					t.Errorf("round %d: last error %q, want the BFD failure", round, st.LastError)
 				}
 				// The router is restarted while BFD is down: a GoBGP
 				// router would otherwise hold its side in Idle for 5 s.
-				port := r.Port()
-				r.Close()
-				r = bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, Port: port})
-				before := routerNotifications(t, r)
-				mark := len(logs.String())
+				f.restartRouter()
 				start := time.Now()
 				g.onBFD(bfdUp(peer))
-				r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
-				took := time.Since(start)
-				t.Logf("round %d: route back at the router %v after BFD Up", round, took)
-				if took > recoverBound {
-					t.Errorf("round %d: route back %v after BFD Up, want under %v (GoBGP's idle hold not skipped?)", round, took, recoverBound)
-				}
-				// An UPDATE sent after the session came up arriving means
-				// any Cease sent when it came up would have arrived too.
-				if err := g.announce(ctx, second, policy.Attributes{}); err != nil {
-					t.Fatal(err)
-				}
-				r.WaitPrefixes(t, []netip.Prefix{vip4, second}, wait)
-				if n := routerNotifications(t, r); n != before {
-					t.Errorf("round %d: router received %d notifications on the new session, want 0", round, n-before)
-				}
-				if after := logs.String()[mark:]; strings.Contains(after, `msg="sent notification"`) {
-					t.Errorf("round %d: vipcast sent a notification on the new session:\n%s", round, after)
-				}
-				if err := g.withdraw(ctx, second); err != nil {
-					t.Fatal(err)
-				}
-				r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+				f.checkRecovered(round, start, "after BFD Up")
 			}
 		})
 	}
@@ -194,19 +159,11 @@ func TestGoBGPBFDPeerRestartKeepsSession(t *testing.T) {
 		g.onBFD(c)
 	}
 	// applyBFD runs on recoverLoop, coalescing what is queued.
-	deadline := time.Now().Add(wait)
-	for {
+	testutil.Eventually(t, "the BFD changes to be handled", func() bool {
 		g.pmu.Lock()
-		queued := g.peers[peer].bfd.queued
-		g.pmu.Unlock()
-		if !queued {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("BFD changes not handled")
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+		defer g.pmu.Unlock()
+		return !g.peers[peer].bfd.queued
+	})
 	g.mu.Lock() // applyBFD holds it from before it clears queued until it is done
 	running := g.phase == phaseRunning
 	g.mu.Unlock()

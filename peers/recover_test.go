@@ -11,6 +11,7 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 
 	"github.com/vipcast/vipcast/peers/bgptest"
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -19,51 +20,85 @@ import (
 // first-dial delay put the route back after 6 s at the earliest.
 const recoverBound = 4500 * time.Millisecond
 
+// recovery is vipcast announcing vip4 to a router the test restarts, and
+// checking that the route comes back on a clean session.
+type recovery struct {
+	t    *testing.T
+	r    *bgptest.Router
+	g    *GoBGP
+	logs *testutil.SyncBuffer
+	// At the last restart: the router's notification count and the length
+	// of the log, so that checks look at the new session only.
+	notifications uint64
+	mark          int
+}
+
+// second is a VIP announced once a new session is up: its UPDATE arriving
+// means any Cease sent when the session came up would have arrived too.
+var second = netip.MustParsePrefix("203.0.113.20/32")
+
+func startRecovery(t *testing.T) *recovery {
+	t.Helper()
+	f := &recovery{t: t, r: bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})}
+	f.g, f.logs = startVipcast(t, f.r, Peer{}, vip4, second)
+	if err := f.g.announce(context.Background(), vip4, policy.Attributes{}); err != nil {
+		t.Fatal(err)
+	}
+	f.r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+	return f
+}
+
+// restartRouter replaces the router with a new one on the same port.
+func (f *recovery) restartRouter() {
+	f.t.Helper()
+	port := f.r.Port()
+	f.r.Close()
+	f.r = bgptest.StartRouter(f.t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, Port: port})
+	f.notifications = routerNotifications(f.t, f.r)
+	f.mark = len(f.logs.String())
+}
+
+// checkRecovered checks that vip4 is back at the router within
+// recoverBound of start, and that no Cease closed the new session.
+func (f *recovery) checkRecovered(round int, start time.Time, after string) {
+	t, r, g := f.t, f.r, f.g
+	t.Helper()
+	ctx := context.Background()
+	r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+	took := time.Since(start)
+	t.Logf("round %d: route back at the router %v %s", round, took, after)
+	if took > recoverBound {
+		t.Errorf("round %d: route back %v %s, want under %v (GoBGP's idle hold not skipped?)", round, took, after, recoverBound)
+	}
+	if err := g.announce(ctx, second, policy.Attributes{}); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitPrefixes(t, []netip.Prefix{vip4, second}, wait)
+	if n := routerNotifications(t, r); n != f.notifications {
+		t.Errorf("round %d: router received %d notifications on the new session, want 0", round, n-f.notifications)
+	}
+	if up, err := r.Established(ctx); err != nil || !up {
+		t.Errorf("round %d: router session established = %v (err %v), want true", round, up, err)
+	}
+	if logs := f.logs.String()[f.mark:]; strings.Contains(logs, `msg="sent notification"`) {
+		t.Errorf("round %d: vipcast sent a notification on the new session:\n%s", round, logs)
+	}
+	if err := g.withdraw(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+}
+
 // TestGoBGPSessionRecovery restarts the router and checks that the VIP is
 // back soon after, on a session that no Cease closes: the Cease DeletePeer
 // queues goes to the discarded FSM, unlike ResetPeer's, which the next
 // session would send.
 func TestGoBGPSessionRecovery(t *testing.T) {
-	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
-	second := netip.MustParsePrefix("203.0.113.20/32")
-	g, logs := startVipcast(t, r, Peer{}, vip4, second)
-	ctx := context.Background()
-	if err := g.announce(ctx, vip4, policy.Attributes{}); err != nil {
-		t.Fatal(err)
-	}
-	r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
-
+	f := startRecovery(t)
 	for round := range 2 {
-		port := r.Port()
-		r.Close()
 		start := time.Now()
-		r = bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN, Port: port})
-		mark := len(logs.String())
-		r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
-		took := time.Since(start)
-		t.Logf("round %d: route back at the router %v after its restart", round, took)
-		if took > recoverBound {
-			t.Errorf("round %d: route back after %v, want under %v (GoBGP's idle hold not skipped?)", round, took, recoverBound)
-		}
-		// An UPDATE sent after the session came up arriving means any Cease
-		// sent when it came up would have arrived too.
-		if err := g.announce(ctx, second, policy.Attributes{}); err != nil {
-			t.Fatal(err)
-		}
-		r.WaitPrefixes(t, []netip.Prefix{vip4, second}, wait)
-		if n := routerNotifications(t, r); n != 0 {
-			t.Errorf("round %d: router received %d notifications on the new session, want 0", round, n)
-		}
-		if up, err := r.Established(ctx); err != nil || !up {
-			t.Errorf("round %d: router session established = %v (err %v), want true", round, up, err)
-		}
-		if after := logs.String()[mark:]; strings.Contains(after, `msg="sent notification"`) {
-			t.Errorf("round %d: vipcast sent a notification on the new session:\n%s", round, after)
-		}
-		if err := g.withdraw(ctx, second); err != nil {
-			t.Fatal(err)
-		}
-		r.WaitPrefixes(t, []netip.Prefix{vip4}, wait)
+		f.restartRouter()
+		f.checkRecovered(round, start, "after its restart")
 	}
 }
 

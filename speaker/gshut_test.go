@@ -115,10 +115,12 @@ func TestSpeakerDrainGracefulShutdown(t *testing.T) {
 	if err := h.sp.SetDrainedReason(context.Background(), true, "maintenance"); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually("re-announced with GRACEFUL_SHUTDOWN", h.graceful)
-	if d := h.sp.Status().Decisions[0]; d.Reason != ReasonGracefulShutdown || !d.Announce {
-		t.Errorf("status during the wait = %+v", d)
-	}
+	// Status is recorded just after the router hears the change (reconcile,
+	// then record), so wait for both.
+	h.eventually("re-announced with GRACEFUL_SHUTDOWN, and so in the status", func() bool {
+		d := h.sp.Status().Decisions[0]
+		return h.graceful() && d.Reason == ReasonGracefulShutdown && d.Announce
+	})
 	h.eventually("withdrawn after the wait", h.withdrawn)
 	if el := time.Since(start); el < gshutTest.Wait {
 		t.Errorf("withdrawn after %v, before the %v wait", el, gshutTest.Wait)
@@ -174,11 +176,12 @@ func TestSpeakerShutdownGracefulShutdown(t *testing.T) {
 	h.eventually("peer seen", func() bool { return h.sp.Status().Decisions[0].Advertised })
 	start := time.Now()
 	h.sp.Shutdown()
-	h.eventually("re-announced with GRACEFUL_SHUTDOWN", h.graceful)
-	if d := h.sp.Status().Decisions[0]; d.Reason != ReasonGracefulShutdown {
-		t.Errorf("status during the wait = %+v", d)
-	}
-	if !h.addrs.has(vip4) {
+	// Status is recorded just after the router hears the change (reconcile,
+	// then record), so wait for both.
+	h.eventually("re-announced with GRACEFUL_SHUTDOWN, and so in the status", func() bool {
+		return h.graceful() && h.sp.Status().Decisions[0].Reason == ReasonGracefulShutdown
+	})
+	if !h.addrs.Has(vip4) {
 		t.Error("VIP left lo during the graceful wait")
 	}
 	h.eventually("withdrawn after the wait", h.withdrawn)

@@ -125,11 +125,12 @@ func NewHTTPProber(cfg HealthConfig) (*HTTPProber, error) {
 	}
 	p.client = &http.Client{
 		Transport: &http.Transport{
-			Proxy:                 nil, // the apiserver is local; HTTP_PROXY must not reroute it
-			DialContext:           dial,
+			Proxy:       nil, // the apiserver is local; HTTP_PROXY must not reroute it
+			DialContext: dial,
+			// dialTLS does the TLS, so the transport ignores its
+			// TLSClientConfig and TLSHandshakeTimeout: the handshake is
+			// bounded by the probe's deadline (get), like the dial.
 			DialTLSContext:        dialTLS,
-			TLSClientConfig:       tlsCfg,
-			TLSHandshakeTimeout:   cfg.Timeout,
 			ResponseHeaderTimeout: cfg.Timeout,
 			DisableCompression:    true,
 			MaxIdleConns:          1,

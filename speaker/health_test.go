@@ -563,3 +563,43 @@ func TestHTTPProberHearsCloseOverHTTP(t *testing.T) {
 		}
 	})
 }
+
+// TestHTTPProberTLSHandshakeTimesOut: an apiserver that accepts the
+// connection and never answers the ClientHello fails the probe at its
+// deadline. The prober does the TLS itself, so the transport's own
+// handshake timeout does not apply; the probe's deadline must.
+func TestHTTPProberTLSHandshakeTimesOut(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepting := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-accepting })
+	go func() { // accepts and stays silent until the test ends
+		var conns []net.Conn
+		defer close(accepting)
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	p := newTestProber(t, HealthConfig{URL: "https://" + l.Addr().String() + "/readyz", InsecureSkipVerify: true, Timeout: 50 * time.Millisecond})
+	got := make(chan ProbeResult, 1)
+	go func() { got <- p.Probe(t.Context()) }()
+	select {
+	case r := <-got:
+		if r.OK || r.Reason != "timeout after 50ms" {
+			t.Errorf("probe of a server that never handshakes: %+v, want a timeout", r)
+		}
+	case <-time.After(testutil.Timeout):
+		t.Fatalf("probe still waiting for the TLS handshake after %v (timeout 50ms)", testutil.Timeout)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/vipcast/vipcast/peers/bgptest"
 	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
+	"github.com/vipcast/vipcast/speaker/addrtest"
 )
 
 // fakeAPIServer is a TLS server answering /readyz from a switch.
@@ -93,7 +94,7 @@ func TestLoopbackIntegration(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer prober.Close()
-	addrs := newMemAddrs(peers.NewFake(nil))
+	addrs := addrtest.New(nil)
 	cfg.Attributes = policy.Attributes{Communities: []policy.Community{64512<<16 | 100}}
 	sp, err := New(cfg, Deps{Router: router, Addresses: addrs, Prober: prober})
 	if err != nil {
@@ -140,7 +141,7 @@ func TestLoopbackIntegration(t *testing.T) {
 		flip := time.Now()
 		healthy.Store(true)
 		up = append(up, ribIs(onlyVIP).Sub(flip))
-		if !addrs.has(vip4) {
+		if !addrs.Has(vip4) {
 			t.Fatal("VIP announced but not on lo")
 		}
 		time.Sleep(rand.N(cfg.Health.Interval))
@@ -173,7 +174,7 @@ func TestLoopbackIntegration(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 	rtr.WaitEstablished(t, false, 5*time.Second)
-	if addrs.has(vip4) {
+	if addrs.Has(vip4) {
 		t.Error("VIP left on lo after shutdown")
 	}
 }

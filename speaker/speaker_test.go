@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
+	"github.com/vipcast/vipcast/speaker/addrtest"
 )
 
 // switchProber answers from a switch the test flips.
@@ -25,76 +25,6 @@ func (p *switchProber) Probe(ctx context.Context) ProbeResult {
 		return ProbeResult{At: time.Now(), OK: true, Code: 200, Reason: "ok"}
 	}
 	return ProbeResult{At: time.Now(), Reason: "connection refused"}
-}
-
-// memAddrs is an in-memory Addresses that also checks the ordering rule:
-// a VIP never leaves lo while its route is still announced.
-type memAddrs struct {
-	mu      sync.Mutex
-	present map[netip.Prefix]bool
-	router  *peers.Fake
-	errs    []string
-	cleanup int
-	addErr  error // Add fails with it, if set
-}
-
-func newMemAddrs(r *peers.Fake, stale ...netip.Prefix) *memAddrs {
-	m := &memAddrs{present: map[netip.Prefix]bool{}, router: r}
-	for _, p := range stale {
-		m.present[p] = true
-	}
-	return m
-}
-
-func (m *memAddrs) Add(v netip.Prefix) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.addErr != nil {
-		return m.addErr
-	}
-	m.present[v] = true
-	return nil
-}
-
-func (m *memAddrs) Remove(v netip.Prefix) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.router.IsAnnounced(v) {
-		m.errs = append(m.errs, fmt.Sprintf("%s removed from lo while still announced", v))
-	}
-	delete(m.present, v)
-	return nil
-}
-
-func (m *memAddrs) Cleanup(vips []netip.Prefix) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.cleanup++
-	for _, v := range vips {
-		if m.router.IsAnnounced(v) {
-			m.errs = append(m.errs, fmt.Sprintf("%s cleaned from lo while still announced", v))
-		}
-		delete(m.present, v)
-	}
-	return nil
-}
-
-func (m *memAddrs) Missing(vips []netip.Prefix) ([]netip.Prefix, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []netip.Prefix
-	for _, v := range vips {
-		if !m.present[v] {
-			out = append(out, v)
-		}
-	}
-	return out, nil
-}
-
-func (m *memAddrs) has(v netip.Prefix) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.present[v]
 }
 
 var (
@@ -117,7 +47,7 @@ type harness struct {
 	t      *testing.T
 	sp     *Speaker
 	router *peers.Fake
-	addrs  *memAddrs
+	addrs  *addrtest.Addrs
 	probe  *switchProber
 	cancel context.CancelFunc
 	done   chan error
@@ -137,7 +67,7 @@ func startWith(t *testing.T, cfg Config, mod func(*Deps), stale ...netip.Prefix)
 		t.Fatal(err)
 	}
 	router := peers.NewFake(vips, peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), ASN: 65000, State: peers.StateEstablished})
-	h := &harness{t: t, router: router, addrs: newMemAddrs(router, stale...), probe: &switchProber{}, done: make(chan error, 1)}
+	h := &harness{t: t, router: router, addrs: addrtest.New(router.IsAnnounced, stale...), probe: &switchProber{}, done: make(chan error, 1)}
 	d := Deps{Router: router, Addresses: h.addrs, Prober: h.probe}
 	mod(&d)
 	sp, err := New(cfg, d)
@@ -155,9 +85,7 @@ func startWith(t *testing.T, cfg Config, mod func(*Deps), stale ...netip.Prefix)
 		case <-time.After(10 * time.Second):
 			t.Error("Run did not return after cancel")
 		}
-		h.addrs.mu.Lock()
-		defer h.addrs.mu.Unlock()
-		for _, e := range h.addrs.errs {
+		for _, e := range h.addrs.Errors() {
 			t.Error(e)
 		}
 	})
@@ -171,12 +99,12 @@ func (h *harness) eventually(what string, cond func() bool) {
 }
 
 func (h *harness) announced() bool {
-	return h.router.IsAnnounced(vip4) && h.router.IsAnnounced(vip6) && h.addrs.has(vip4) && h.addrs.has(vip6)
+	return h.router.IsAnnounced(vip4) && h.router.IsAnnounced(vip6) && h.addrs.Has(vip4) && h.addrs.Has(vip6)
 }
 
 func (h *harness) withdrawn() bool { return !h.router.IsAnnounced(vip4) && !h.router.IsAnnounced(vip6) }
 
-func (h *harness) offLo() bool { return !h.addrs.has(vip4) && !h.addrs.has(vip6) }
+func (h *harness) offLo() bool { return !h.addrs.Has(vip4) && !h.addrs.Has(vip6) }
 
 func TestSpeakerFollowsHealth(t *testing.T) {
 	h := start(t, testConfig())
@@ -199,7 +127,7 @@ func TestSpeakerFollowsHealth(t *testing.T) {
 
 	h.probe.ok.Store(false)
 	h.eventually("withdrawn", h.withdrawn)
-	if !h.addrs.has(vip4) {
+	if !h.addrs.Has(vip4) {
 		t.Error("VIP left lo at the withdraw; want it kept for removeDelay")
 	}
 	h.eventually("VIPs removed from lo after removeDelay", h.offLo)
@@ -228,7 +156,7 @@ func TestSpeakerKeepOnWithdraw(t *testing.T) {
 	// on a slow machine it sees less, it never fails wrongly.
 	deadline := time.Now().Add(4 * cfg.Loopback.RemoveDelay)
 	for time.Now().Before(deadline) {
-		if !h.addrs.has(vip4) {
+		if !h.addrs.Has(vip4) {
 			t.Fatal("VIP removed with onWithdraw: keep")
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -250,10 +178,7 @@ func TestSpeakerReannounceCancelsRemoval(t *testing.T) {
 func TestSpeakerCleansStaleVIPsAtStart(t *testing.T) {
 	h := start(t, testConfig(), vip4, vip6)
 	h.eventually("stale VIPs removed before any health", func() bool { return h.offLo() })
-	h.addrs.mu.Lock()
-	n := h.addrs.cleanup
-	h.addrs.mu.Unlock()
-	if n < 1 {
+	if h.addrs.Cleanups() < 1 {
 		t.Fatal("Cleanup not called at start")
 	}
 }
@@ -265,7 +190,7 @@ func TestSpeakerGracefulShutdown(t *testing.T) {
 	began := time.Now()
 	h.sp.Shutdown()
 	h.eventually("withdrawn on shutdown", h.withdrawn)
-	if !h.addrs.has(vip4) && time.Since(began) < 250*time.Millisecond {
+	if !h.addrs.Has(vip4) && time.Since(began) < 250*time.Millisecond {
 		t.Error("VIP removed before the drain period ended")
 	}
 	select {
@@ -316,10 +241,11 @@ func TestSpeakerDrain(t *testing.T) {
 	if err := h.sp.SetDrained(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually("withdrawn by drain", h.withdrawn)
-	if r := h.sp.Status().Decisions[0].Reason; r != ReasonDrained {
-		t.Errorf("reason = %s", r)
-	}
+	// Status is recorded just after the router hears the change (reconcile,
+	// then record), so wait for both.
+	h.eventually("withdrawn by drain, and so in the status", func() bool {
+		return h.withdrawn() && h.sp.Status().Decisions[0].Reason == ReasonDrained
+	})
 	if err := h.sp.SetDrained(ctx, false); err != nil {
 		t.Fatal(err)
 	}
@@ -395,10 +321,10 @@ func TestCrashIsProbedAtOnce(t *testing.T) {
 	}
 }
 
-// watchingAddrs is a memAddrs that also reports removals, as the netlink
+// watchingAddrs is an addrtest.Addrs that also reports removals, as the netlink
 // watch does.
 type watchingAddrs struct {
-	*memAddrs
+	*addrtest.Addrs
 	removed chan netip.Prefix
 }
 
@@ -417,37 +343,24 @@ func (w watchingAddrs) WatchRemovals(ctx context.Context, removed chan<- netip.P
 	}
 }
 
-// vanish removes v behind the speaker's back, as `ip addr del` does.
-func (m *memAddrs) vanish(v netip.Prefix) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.present, v)
-}
-
-func (m *memAddrs) failAdd(err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.addErr = err
-}
-
 func TestSpeakerPutsBackVIPRemovedFromLo(t *testing.T) {
 	for _, watch := range []bool{true, false} {
 		t.Run(fmt.Sprintf("watch=%v", watch), func(t *testing.T) {
 			removed := make(chan netip.Prefix)
 			h := startWith(t, testConfig(), func(d *Deps) {
 				if watch {
-					d.Addresses = watchingAddrs{d.Addresses.(*memAddrs), removed}
+					d.Addresses = watchingAddrs{d.Addresses.(*addrtest.Addrs), removed}
 				}
 			})
 			h.probe.ok.Store(true)
 			h.eventually("announced and healthy", func() bool {
 				return h.announced() && h.sp.Status().Decisions[0].Reason == ReasonHealthy
 			})
-			h.addrs.vanish(vip4)
+			h.addrs.Vanish(vip4)
 			if watch {
 				removed <- vip4
 			} // else: the periodic check (loopbackCheck) finds it
-			h.eventually("VIP back on lo", func() bool { return h.addrs.has(vip4) })
+			h.eventually("VIP back on lo", func() bool { return h.addrs.Has(vip4) })
 			h.eventually("the repair in the transitions", func() bool {
 				trs := h.sp.Status().Transitions
 				return len(trs) > 0 && len(trs[len(trs)-1].Loopback) == 1
@@ -468,23 +381,25 @@ func TestSpeakerPutsBackVIPRemovedFromLo(t *testing.T) {
 
 func TestSpeakerWithdrawsWhenVIPCannotBePutBack(t *testing.T) {
 	removed := make(chan netip.Prefix)
-	h := startWith(t, testConfig(), func(d *Deps) { d.Addresses = watchingAddrs{d.Addresses.(*memAddrs), removed} })
+	h := startWith(t, testConfig(), func(d *Deps) { d.Addresses = watchingAddrs{d.Addresses.(*addrtest.Addrs), removed} })
 	h.probe.ok.Store(true)
 	h.eventually("announced", h.announced)
-	h.addrs.failAdd(errors.New("operation not permitted"))
-	h.addrs.vanish(vip6)
+	h.addrs.FailAdd(errors.New("operation not permitted"))
+	h.addrs.Vanish(vip6)
 	removed <- vip6
-	h.eventually("withdrawn", h.withdrawn)
+	// Status is recorded just after the router hears the change (reconcile,
+	// then record), so wait for both.
+	h.eventually("withdrawn with "+string(ReasonLoopbackFailed)+", and so in the status", func() bool {
+		d := h.sp.Status().Decisions[0]
+		return h.withdrawn() && d.Reason == ReasonLoopbackFailed && !d.Announce
+	})
 	st := h.sp.Status()
-	if d := st.Decisions[0]; d.Reason != ReasonLoopbackFailed || d.Announce {
-		t.Errorf("decision %+v, want withdrawn with %s", d, ReasonLoopbackFailed)
-	}
 	last := st.Transitions[len(st.Transitions)-1]
 	if last.To != ReasonLoopbackFailed || !strings.Contains(last.Detail, "operation not permitted") || len(last.Loopback) != 1 {
 		t.Errorf("last transition %+v, want one to %s naming the error", last, ReasonLoopbackFailed)
 	}
 	// Once the address can be added again (the periodic retry), the VIPs
 	// go back on lo and are announced again.
-	h.addrs.failAdd(nil)
+	h.addrs.FailAdd(nil)
 	h.eventually("announced again", h.announced)
 }

@@ -106,9 +106,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	// cannot be granted); with it, as the image's USER 65532, the process
 	// has CAP_NET_ADMIN (bit 12) effective: what the chart's non-root mode
 	// relies on.
+	// runc keeps its state under /run/containerd/runc/<namespace> whatever
+	// containerd's state directory, so the container IDs are made unique:
+	// two runs of this test at once (two suites on one machine) collided.
 	runOut := func(id string, extra ...string) string {
 		args := append([]string{"run", "--rm"}, extra...)
-		args = append(args, testRef, id, "/usr/local/bin/vipcast")
+		args = append(args, testRef, id+"-"+filepath.Base(dir), "/usr/local/bin/vipcast")
 		out, _ := ctr(2*time.Minute, args...)
 		return out
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vipcast/vipcast/peers"
+	"github.com/vipcast/vipcast/peers/testutil"
 )
 
 // startedFake is a running peers.Fake, as reload finds the router.
@@ -148,19 +149,18 @@ func TestWatchReloadConfigMapSwap(t *testing.T) {
 		// The watcher may not have added its watch yet: publish again
 		// until the reload comes, each publish being a real update.
 		reloads := n - 1 // one per swap so far
-		deadline := time.Now().Add(30 * time.Second)
 		publish(base + peersOf(n))
 		next := time.Now().Add(2 * time.Second)
-		for len(r.Reconfigured()) < reloads {
-			if time.Now().After(deadline) {
-				t.Fatalf("swap to %d peers: no reload within 30s", n)
+		testutil.EventuallyWithin(t, 30*time.Second, fmt.Sprintf("a reload after the swap to %d peers", n), func() bool {
+			if len(r.Reconfigured()) >= reloads {
+				return true
 			}
 			if time.Now().After(next) {
 				publish(base + peersOf(n))
 				next = time.Now().Add(2 * time.Second)
 			}
-			time.Sleep(20 * time.Millisecond) // polling; the deadline bounds it
-		}
+			return false
+		})
 		got := r.Reconfigured()[reloads-1]
 		if len(got.Neighbors) != n {
 			t.Errorf("swap to %d peers: reloaded with %d", n, len(got.Neighbors))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -87,7 +88,11 @@ func TestCLIOverSocket(t *testing.T) {
 	if code, out, errOut = run("drain", "--socket", sock, "--reason", "disk swap"); code != 0 || !strings.Contains(out, "drained") {
 		t.Fatalf("drain: exit %d\n%s%s", code, out, errOut)
 	}
-	testutil.Eventually(t, "withdrawn", func() bool { return !env.Router.IsAnnounced(apitest.VIP) })
+	// Status is recorded just after the router hears the withdraw, so
+	// wait for both.
+	testutil.Eventually(t, "withdrawn, and so in the status", func() bool {
+		return !env.Router.IsAnnounced(apitest.VIP) && env.Speaker.Status().Drained
+	})
 	if _, out, _ = run("status", "--socket", sock); !strings.Contains(out, "DRAINED: disk swap") {
 		t.Errorf("status after drain:\n%s", out)
 	}
@@ -169,9 +174,11 @@ func TestCLIDrainNotPersisted(t *testing.T) {
 		if code != exitNotPersisted || !strings.Contains(errOut, verb+" is in effect now, but it was NOT saved to the state file") || !strings.Contains(errOut, "a restart of vipcast would undo it") {
 			t.Errorf("%s with an unwritable state file: exit %d\n%s%s", verb, code, out, errOut)
 		}
-		if got := env.Speaker.Status().Drained; got != (verb == "drain") {
-			t.Errorf("after %s: drained %v; the in-memory effect must stay", verb, got)
-		}
+		// The RPC returns once the speaker took the request; its status
+		// says so just after: poll.
+		want := verb == "drain"
+		testutil.Eventually(t, fmt.Sprintf("drained %v after %s: the in-memory effect must stay", want, verb),
+			func() bool { return env.Speaker.Status().Drained == want })
 	}
 
 	env2 := apitest.Start(t, apitest.Options{Version: version, Healthy: true, API: apiserver.Config{Socket: filepath.Join(dir, "b.sock")}})

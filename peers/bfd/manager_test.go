@@ -5,6 +5,7 @@ package bfd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -56,18 +57,12 @@ type testManager struct {
 func startManager(t *testing.T, cfg Config) *testManager {
 	t.Helper()
 	tm := &testManager{changes: make(chan StateChange, 100)}
-	if cfg.Port == 0 {
-		cfg.Port = freePort(t)
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
 	cfg.OnStateChange = func(c StateChange) { tm.changes <- c }
-	m, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tm.Manager, tm.port = m, cfg.Port
+	tm.Manager, tm.port = newManager(t, cfg)
+	m := tm.Manager
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- m.Run(ctx) }()
@@ -325,12 +320,29 @@ func TestManagerSendsFromEphemeralPortWithTTL255(t *testing.T) {
 	}
 }
 
+// newManager is New, on a free port if cfg.Port is 0. Another process can
+// take a port freePort found free before New binds it (two unit suites at
+// once did), so it tries again with another.
+func newManager(t *testing.T, cfg Config) (*Manager, uint16) {
+	t.Helper()
+	pick := cfg.Port == 0
+	for try := 1; ; try++ {
+		if pick {
+			cfg.Port = freePort(t)
+		}
+		m, err := New(cfg)
+		if err == nil {
+			return m, cfg.Port
+		}
+		if !pick || try == 5 || !errors.Is(err, unix.EADDRINUSE) {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Close without Run, Run after Close, and Add after Close must not hang.
 func TestManagerLifecycle(t *testing.T) {
-	m, err := New(Config{Port: freePort(t), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, _ := newManager(t, Config{Logger: testLogger(t)})
 	m.Close()
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vipcast/vipcast/speaker/apiserver"
 
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/speaker"
 	apiv1 "github.com/vipcast/vipcast/speaker/api/v1"
 	"github.com/vipcast/vipcast/speaker/apiserver/apitest"
@@ -46,14 +47,18 @@ func FuzzDrainReason(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := getStatus(t, c)
+		// Drain returns once the speaker took the request; the status
+		// says drained just after: poll, here and after the undrain.
+		var st *apiv1.GetStatusResponse
+		testutil.Eventually(t, "drained in the status", func() bool { st = getStatus(t, c); return st.Drained })
 		saved, rerr := speaker.ReadState(e.Config.StateFile)
-		if !st.Drained || st.DrainReason != reason || rerr != nil || saved.Reason != reason {
+		if st.DrainReason != reason || rerr != nil || saved.Reason != reason {
 			t.Fatalf("reason %q: status %v %q, state file %q %v", reason, st.Drained, st.DrainReason, saved.Reason, rerr)
 		}
 		if _, err := c.Undrain(ctx(t), &apiv1.UndrainRequest{Reason: reason}); err != nil {
 			t.Fatal(err)
 		}
+		testutil.Eventually(t, "undrained in the status", func() bool { return !getStatus(t, c).Drained })
 	})
 }
 

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/policy"
 	"github.com/vipcast/vipcast/speaker"
+	"github.com/vipcast/vipcast/speaker/addrtest"
 	"github.com/vipcast/vipcast/speaker/apiserver"
 )
 
@@ -29,41 +29,6 @@ func (p *Prober) Probe(context.Context) speaker.ProbeResult {
 		return speaker.ProbeResult{At: time.Now(), OK: true, Code: 200, Reason: "ok", Latency: 2 * time.Millisecond}
 	}
 	return speaker.ProbeResult{At: time.Now(), Reason: "connection refused", Latency: 100 * time.Microsecond}
-}
-
-// Addrs is an in-memory speaker.Addresses.
-type Addrs struct {
-	mu sync.Mutex
-	m  map[netip.Prefix]bool
-}
-
-func (a *Addrs) Add(v netip.Prefix) error    { a.set(v, true); return nil }
-func (a *Addrs) Remove(v netip.Prefix) error { a.set(v, false); return nil }
-func (a *Addrs) Cleanup(vs []netip.Prefix) error {
-	for _, v := range vs {
-		a.set(v, false)
-	}
-	return nil
-}
-func (a *Addrs) Missing(vs []netip.Prefix) ([]netip.Prefix, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []netip.Prefix
-	for _, v := range vs {
-		if !a.m[v] {
-			out = append(out, v)
-		}
-	}
-	return out, nil
-}
-
-func (a *Addrs) set(v netip.Prefix, on bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.m == nil {
-		a.m = map[netip.Prefix]bool{}
-	}
-	a.m[v] = on
 }
 
 // Env is one running speaker and its API.
@@ -131,7 +96,7 @@ func Start(t testing.TB, o Options) *Env {
 	e := &Env{T: t, Router: router, Prober: &Prober{}, Config: o.API, done: make(chan error, 1)}
 	e.Prober.OK.Store(o.Healthy)
 	sp, err := speaker.New(cfg, speaker.Deps{
-		Router: router, Addresses: &Addrs{}, Prober: e.Prober,
+		Router: router, Addresses: addrtest.New(nil), Prober: e.Prober,
 		Observer: o.Observer,
 	})
 	if err != nil {
