@@ -352,13 +352,14 @@ func (b *bootRun) moveOff(n *lab.Node) func(*testing.T) {
 		l := b.l
 		mon := b.monitor(t)
 		others := l.Addrs(lab.VIP4, l.Except(n)...)
-		// Follow the static pod's log: it goes with the pod.
-		logs := l.AdminCmd(b.ctx(t, 3*time.Minute), "", "kubectl", "-n", clusterNamespace, "logs", "-f", "pod/vipcast-"+n.Name)
-		var logBuf strings.Builder
-		logs.Stdout, logs.Stderr = &logBuf, &logBuf
-		if err := logs.Start(); err != nil {
+		// Hold the static pod's log files open on the node (the kubelet
+		// deletes them with the pod): `kubectl logs` goes through the
+		// mirror pod, which is deleted while the container still drains.
+		podLog, err := n.OpenPodLog(clusterNamespace, "vipcast-"+n.Name, "vipcast")
+		if err != nil {
 			t.Fatal(err)
 		}
+		defer podLog.Close()
 		t0 := time.Now()
 		b.shell(t, n, "mv /etc/kubernetes/manifests/vipcast.yaml /root/")
 		gone, err := mon.WaitExactly(t0, 30*time.Second, others)
@@ -375,8 +376,12 @@ func (b *bootRun) moveOff(n *lab.Node) func(*testing.T) {
 		if on, err := n.VIPOnLo(lab.VIP4); err != nil || on {
 			t.Errorf("%s: VIP on lo = %v (err %v) once the static pod is gone", n.Name, on, err)
 		}
-		_ = logs.Wait() // ends with the container
-		b.staticPodLog = logBuf.String()
+		// The container has exited (its lock is free); containerd may
+		// still be copying its last lines.
+		pollAPI(t, "the static pod's last log line on "+n.Name, 15*time.Second, func() bool {
+			return strings.Contains(podLog.String(), staticPodLastLine)
+		})
+		b.staticPodLog = podLog.String()
 		b.admin(t, time.Minute, "kubectl", "label", "node", n.Name, bootMigrationLabel+"-")
 		b.admin(t, 4*time.Minute, "kubectl", "-n", clusterNamespace, "rollout", "status", "ds/vipcast", "--timeout=3m")
 		back, err := mon.WaitExactly(deleted, time.Minute, l.AllAddrs(lab.VIP4))
@@ -392,6 +397,10 @@ func (b *bootRun) moveOff(n *lab.Node) func(*testing.T) {
 		}
 	}
 }
+
+// staticPodLastLine is the last line of the static speaker's SIGTERM
+// sequence that the test looks for.
+const staticPodLastLine = "shutting down: withdrawing VIPs"
 
 // finalState: the DaemonSet runs everywhere with no restart, nothing of
 // the static pod is left, and every node routes the VIP.
@@ -449,7 +458,7 @@ func (b *bootRun) finalState(t *testing.T) {
 	if b.staticPodLog == "" {
 		t.Errorf("no log of the static pod found on n1")
 	}
-	for _, want := range []string{"signal received: graceful shutdown", "shutting down: withdrawing VIPs"} {
+	for _, want := range []string{"signal received: graceful shutdown", staticPodLastLine} {
 		if !strings.Contains(b.staticPodLog, want) {
 			t.Errorf("the static pod's log lacks %q (SIGTERM sequence):\n%s", want, lastLines(b.staticPodLog, 30))
 		}

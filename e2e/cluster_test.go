@@ -63,10 +63,40 @@ func TestCluster(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			l.DumpOnFailure(t)
 			c.dumpOnFailure(t, l)
+			clusterRestore(t, l, c)
 			sc.run(t, l, c)
 		})
 	}
 	t.Logf("cluster scenarios done in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// clusterRestore brings the cluster back to the state every scenario
+// starts from, so that one failed scenario does not fail the next ones
+// too: every apiserver running and ready, every Node Ready, the vipcast
+// pod on every node Ready and the VIP routed via all three. After a
+// scenario that passed it finds all of this at once.
+func clusterRestore(t *testing.T, l *lab.Lab, c *chartRun) {
+	t.Helper()
+	for _, n := range l.Nodes() {
+		if !n.APIServerAlive() {
+			t.Logf("restore: %s's kube-apiserver is not running (an earlier scenario failed): starting it", n.Name)
+			if err := n.StartAPIServer(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, n := range l.Nodes() {
+		if err := n.WaitAPIServerReady(90 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.WaitNodesReady(2 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range l.Nodes() {
+		waitPodReady(t, l, c, n, 3*time.Minute)
+	}
+	l.WaitNexthops(t, lab.VIP4, l.AllAddrs(lab.VIP4), time.Minute)
 }
 
 // clusterNodesReady: every Node registered by its kubelet is Ready, carries
@@ -800,12 +830,19 @@ func watchNodesReady(l *lab.Lab) (stop func() (notReady []string, polls int)) {
 			}
 		}
 	}()
+	var once sync.Once
 	return func() ([]string, int) {
-		close(quit)
-		wg.Wait()
+		once.Do(func() {
+			close(quit)
+			wg.Wait()
+		})
 		return bad, n
 	}
 }
+
+// apiserverExitSlack bounds a SIGTERMed apiserver's exit after its shutdown
+// delay: a second or two normally, a loaded box's worth more.
+const apiserverExitSlack = 20 * time.Second
 
 // clusterRollingRestart (issue 12, test 3): the three apiservers restart
 // one at a time, each with SIGTERM and its shutdown delay, as an upgrade
@@ -831,6 +868,7 @@ func clusterRollingRestart(t *testing.T, l *lab.Lab, c *chartRun) {
 	defer mon.Close()
 	stopClient := startClient(t, l)
 	stopWatch := watchNodesReady(l)
+	t.Cleanup(func() { stopWatch() })
 	start := time.Now()
 	for _, n := range l.Nodes() {
 		t0, err := n.KillAPIServer(syscall.SIGTERM)
@@ -842,9 +880,19 @@ func clusterRollingRestart(t *testing.T, l *lab.Lab, c *chartRun) {
 			t.Errorf("%s: kube-apiserver exited before its nexthop left (shutdown delay %v)", n.Name, apiserverShutdownDelay)
 		}
 		if err := n.WaitAPIServerExit(apiserverShutdownDelay + 60*time.Second); err != nil {
+			t.Logf("%s: the apiserver's connections:\n%s", n.Name, n.APIServerConns())
+			t.Logf("%s: %s", n.Name, n.DumpAPIServerGoroutines())
 			t.Fatal(err)
 		}
 		exited := time.Now()
+		// Once the delay is over its watches end and nothing else is long
+		// running: the apiserver exits within seconds. Hanging on until
+		// its 60s request timeout (watches left open) slows every rollout
+		// and is what --shutdown-watch-termination-grace-period fixes.
+		if d := exited.Sub(t0); d > apiserverShutdownDelay+apiserverExitSlack {
+			t.Errorf("%s: kube-apiserver exited %v after SIGTERM: more than its shutdown delay %v + %v\n%s",
+				n.Name, d.Round(time.Millisecond), apiserverShutdownDelay, apiserverExitSlack, lab.Tail(n.APIServerLog(), 20))
+		}
 		if err := n.StartAPIServer(); err != nil {
 			t.Fatal(err)
 		}

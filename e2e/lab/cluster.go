@@ -614,6 +614,65 @@ func (n *Node) KubeletAlive() bool { return n.cluster.kubelet != nil && n.cluste
 // KubeletLog is the kubelet's log file.
 func (n *Node) KubeletLog() string { return filepath.Join(n.Dir, "kubelet.log") }
 
+// PodLogFiles are the container log files containerd writes for the
+// kubelet (podLogsDir/<ns>_<pod>_<uid>/<container>/<restart>.log, CRI
+// format: "<time> <stream> <F|P> <line>").
+func (n *Node) PodLogFiles(ns, pod, container string) []string {
+	files, _ := filepath.Glob(filepath.Join(n.Dir, "kubelet", "pod-logs", ns+"_"+pod+"_*", container, "*.log"))
+	sort.Strings(files)
+	return files
+}
+
+// PodLog holds a pod's container log files open: the kubelet removes them
+// with the pod, the open files stay readable. It reads the log on the node
+// as an admin would (`crictl logs`, /var/log/pods), which works for a
+// static pod whose mirror pod is gone, where `kubectl logs` cannot.
+type PodLog struct {
+	files []*os.File
+}
+
+// OpenPodLog opens every log file of the container; it fails if there is
+// none yet.
+func (n *Node) OpenPodLog(ns, pod, container string) (*PodLog, error) {
+	names := n.PodLogFiles(ns, pod, container)
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s: no log file of %s/%s container %s under %s", n.Name, ns, pod, container,
+			filepath.Join(n.Dir, "kubelet", "pod-logs"))
+	}
+	pl := &PodLog{}
+	for _, name := range names {
+		f, err := os.Open(name)
+		if err != nil {
+			pl.Close()
+			return nil, err
+		}
+		pl.files = append(pl.files, f)
+	}
+	return pl, nil
+}
+
+// String is everything written to the files so far, in restart order.
+func (pl *PodLog) String() string {
+	var b strings.Builder
+	for _, f := range pl.files {
+		st, err := f.Stat()
+		if err != nil {
+			continue
+		}
+		buf := make([]byte, st.Size())
+		n, _ := f.ReadAt(buf, 0)
+		b.Write(buf[:n])
+	}
+	return b.String()
+}
+
+// Close closes the files.
+func (pl *PodLog) Close() {
+	for _, f := range pl.files {
+		_ = f.Close()
+	}
+}
+
 // serviceDNAT sends the kubernetes Service IP to the VIP inside the node:
 // there is no kube-proxy, and in-cluster clients (vipcast's Events) dial
 // KUBERNETES_SERVICE_HOST:443.

@@ -122,6 +122,11 @@ func (n *Node) CertFile() string {
 	return filepath.Join(n.Dir, "pki", "apiserver.crt")
 }
 
+// clusterWatchGrace is the cluster's --shutdown-watch-termination-grace-period:
+// how long a stopping apiserver waits for its watches to end once they are
+// told to (they end at once; the bound is for a client that never reads).
+const clusterWatchGrace = 5 * time.Second
+
 // StartAPIServer starts kube-apiserver on 0.0.0.0:6443; it does not wait.
 func (n *Node) StartAPIServer() error {
 	if n.apiserver == nil {
@@ -148,7 +153,19 @@ func (n *Node) StartAPIServer() error {
 				}
 			}
 			args = append(args, "--tls-private-key-file="+l.apiKey, "--client-ca-file="+l.caFile,
-				"--kubelet-preferred-address-types=InternalIP")
+				"--kubelet-preferred-address-types=InternalIP",
+				// The cluster's kubelets, controllers and clients hold
+				// watches through the VIP. Without this the apiserver
+				// leaves them open after the shutdown delay and
+				// http.Server.Shutdown waits its full timeout (the 60s
+				// --request-timeout) for them: a SIGTERMed apiserver
+				// exits only after delay + 60s. With it, every watch
+				// ends when the delay is over (the clients re-watch
+				// through the VIP, which has already moved them to the
+				// other apiservers) and the apiserver exits at once.
+				"--shutdown-watch-termination-grace-period="+clusterWatchGrace.String(),
+				// Its [graceful-termination] events, timed.
+				"--v=1")
 		}
 		n.apiserver = newProc(n.Name+"/kube-apiserver", n.NS, filepath.Join(n.Dir, "kube-apiserver.log"), args...)
 	}
@@ -159,6 +176,33 @@ func (n *Node) StartAPIServer() error {
 func (n *Node) KillAPIServer(sig syscall.Signal) (time.Time, error) {
 	err := n.apiserver.signal(sig)
 	return time.Now(), err
+}
+
+// APIServerLog is kube-apiserver's log file.
+func (n *Node) APIServerLog() string { return filepath.Join(n.Dir, "kube-apiserver.log") }
+
+// APIServerConns lists the TCP connections of the node's port 6443 with
+// their queues and timers (`ss -tnoi`): what a stopping apiserver may be
+// waiting for.
+func (n *Node) APIServerConns() string {
+	out, err := n.Exec("ss", "-tnoi", "state", "established", "( sport = :6443 )")
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
+// DumpAPIServerGoroutines sends a hanging kube-apiserver SIGQUIT (the Go
+// runtime writes every goroutine's stack to its log, then exits) and says
+// where to read them.
+func (n *Node) DumpAPIServerGoroutines() string {
+	if err := n.apiserver.signal(syscall.SIGQUIT); err != nil {
+		return err.Error()
+	}
+	if err := n.apiserver.wait(10 * time.Second); err != nil {
+		return err.Error()
+	}
+	return "kube-apiserver's goroutines (SIGQUIT) are at the end of " + n.APIServerLog() + " (VIPCAST_E2E_KEEP=1 keeps it)"
 }
 
 // APIServerAlive reports whether the kube-apiserver process exists.
