@@ -264,6 +264,9 @@ func printAllTable(w io.Writer, st clusterStatus, now time.Time) {
 		if e.Stale {
 			stale++
 		}
+		if e.Problem != "" {
+			fmt.Fprintf(w, "\n%s: Lease %s: %s\n", e.Node, e.Lease, e.Problem)
+		}
 	}
 	if stale > 0 {
 		fmt.Fprintf(w, "\nSTALE: %d node(s) did not renew their Lease within its duration: vipcast there stopped, or cannot reach the API;\nthe row is its last report, not its present state.\n", stale)
@@ -282,7 +285,7 @@ func printAllRows(w io.Writer, entries []kube.Entry, now time.Time, lease bool) 
 		if s := e.Status; s != nil {
 			row = []string{e.Node, advertisedCell(s), reasonCell(s), agoShort(now, sinceCell(s)), probeCell(s, now), sessionsCell(s), drainCell(s)}
 		} else {
-			row = []string{e.Node, "?", e.Problem, "-", "-", "-", "-"}
+			row = []string{e.Node, "?", "unreadable (below)", "-", "-", "-", "-"}
 		}
 		if lease {
 			upd := agoShort(now, e.Renewed)

@@ -68,18 +68,19 @@ func (c NodeConfig) Validate() error {
 	return nil
 }
 
-// Validate names the field, the value and the fix.
+// Validate names the field, the value and the fix, for every problem.
 func (c Config) Validate() error {
+	var errs []error
 	if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
-		return fmt.Errorf("kubernetes.namespace: %q is not a namespace name (lower-case letters, digits and '-', at most 63); use the namespace vipcast runs in, e.g. kube-system", c.Namespace)
+		errs = append(errs, fmt.Errorf("kubernetes.namespace: %q is not a namespace name (lower-case letters, digits and '-', at most 63); use the namespace vipcast runs in, e.g. kube-system", c.Namespace))
 	}
-	if c.Kubeconfig == "" {
-		return nil
+	if c.Kubeconfig != "" {
+		f, err := os.Open(c.Kubeconfig)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("kubernetes.kubeconfig: %q cannot be read (%v); point it at a readable kubeconfig, or \"\" for in-cluster / $KUBECONFIG", c.Kubeconfig, errors.Unwrap(err)))
+		} else {
+			f.Close()
+		}
 	}
-	f, err := os.Open(c.Kubeconfig)
-	if err != nil {
-		return fmt.Errorf("kubernetes.kubeconfig: %q cannot be read (%v); point it at a readable kubeconfig, or \"\" for in-cluster / $KUBECONFIG", c.Kubeconfig, errors.Unwrap(err))
-	}
-	f.Close()
-	return nil
+	return errors.Join(errs...)
 }
