@@ -98,16 +98,11 @@ type writeLog struct {
 }
 
 func (w *writeLog) record(a k8stesting.Action) {
-	var obj runtime.Object
-	switch a := a.(type) {
-	case k8stesting.CreateAction:
-		obj = a.GetObject()
-	case k8stesting.UpdateAction:
-		obj = a.GetObject()
-	default:
+	w2, ok := a.(interface{ GetObject() runtime.Object })
+	if !ok || (a.GetVerb() != "create" && a.GetVerb() != "update") {
 		return
 	}
-	l := obj.(*coordinationv1.Lease)
+	l := w2.GetObject().(*coordinationv1.Lease)
 	st, err := ParseStatus(l.Annotations[StatusAnnotation])
 	w.mu.Lock()
 	defer w.mu.Unlock()
