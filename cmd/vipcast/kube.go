@@ -21,6 +21,10 @@ type kubeAPI struct {
 	log    *slog.Logger
 	client kube.API     // nil: no API
 	events *kube.Events // nil: events off or no API
+	// status publishes the speaker's status to its Lease (nil: off or no
+	// API); it reads sp, set by startStatus before it starts.
+	status *kube.Publisher
+	sp     *speaker.Speaker
 }
 
 // newKubeAPI builds the client (no request is made) and, if enabled, the
@@ -45,29 +49,62 @@ func newKubeAPI(cfg fileConfig, log *slog.Logger, getenv func(string) string) *k
 	if cfg.Kubernetes.Events {
 		k.events = kube.NewEvents(client, k.node, log)
 	}
-	log.Info("Kubernetes API configured", "source", source, "node", k.node, "events", k.events != nil)
+	if cfg.Kubernetes.StatusLease {
+		pc := kube.DefaultPublisher(cfg.Kubernetes.Namespace, k.node, version)
+		k.status = kube.NewPublisher(kube.Leases(client), pc, func() speaker.Status { return k.sp.Status() }, log)
+	}
+	log.Info("Kubernetes API configured", "source", source, "node", k.node, "events", k.events != nil,
+		"statusLease", k.status != nil, "namespace", cfg.Kubernetes.Namespace)
 	return k
 }
 
-// observer is the events observer, or nil.
+// observer hears the speaker for the events and the status Lease; nil if
+// neither is on.
 func (k *kubeAPI) observer() speaker.Observer {
-	if k == nil || k.events == nil {
+	if k == nil {
 		return nil
 	}
-	return k.events
+	var o speaker.Observers
+	if k.events != nil {
+		o = append(o, k.events)
+	}
+	if k.status != nil {
+		o = append(o, k.status)
+	}
+	if len(o) == 0 {
+		return nil
+	}
+	return o
 }
 
-// close writes the queued Events for at most a second (the shutdown
-// transition included), then stops.
+// startStatus starts publishing sp's status, if on.
+func (k *kubeAPI) startStatus(sp *speaker.Speaker) {
+	if k == nil || k.status == nil {
+		return
+	}
+	k.sp = sp
+	k.status.Start()
+}
+
+// close writes the queued Events and the last status for at most a second
+// together (the shutdown transition included), then stops.
 func (k *kubeAPI) close() {
-	if k == nil || k.events == nil {
+	if k == nil || (k.events == nil && k.status == nil) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.status.Close(ctx)
+	}()
 	k.events.Close(ctx)
-	if n := k.events.Dropped(); n > 0 {
-		k.log.Info("kubernetes events not written", "dropped", n, "sent", k.events.Sent())
+	<-done
+	if k.events != nil {
+		if n := k.events.Dropped(); n > 0 {
+			k.log.Info("kubernetes events not written", "dropped", n, "sent", k.events.Sent())
+		}
 	}
 }
 

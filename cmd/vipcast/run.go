@@ -70,6 +70,7 @@ func newRunCmd(environ []string) *cobra.Command {
 			}
 			// The API and metrics listeners outlive the speaker's shutdown
 			// sequence (status stays readable during the drain period).
+			kapi.startStatus(sp)
 			stopOps, err := ops.start(sp)
 			if err != nil {
 				return err

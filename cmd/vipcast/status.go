@@ -26,7 +26,7 @@ import (
 
 // operatorCmds talk to a running vipcast over its API.
 func operatorCmds(environ []string) []*cobra.Command {
-	cmds := []*cobra.Command{newStatusCmd(), newWatchCmd(), newDrainCmd(true), newDrainCmd(false)}
+	cmds := []*cobra.Command{newStatusCmd(environ), newWatchCmd(), newDrainCmd(true), newDrainCmd(false)}
 	for _, c := range cmds {
 		c.PreRunE = func(cmd *cobra.Command, _ []string) error { return resolveSocket(cmd, environ) }
 	}
@@ -129,15 +129,18 @@ func checkVersion(w io.Writer, server string) {
 	}
 }
 
-func newStatusCmd() *cobra.Command {
+func newStatusCmd(environ []string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show what the running speaker does and why: VIPs, health, BGP sessions, drain, transitions",
+		Short: "Show what the running speaker does and why: VIPs, health, BGP sessions, drain, transitions (--all: every node's, from the API)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			format, _ := cmd.Flags().GetString("output")
 			if format != "table" && format != "json" && format != "yaml" {
 				return fmt.Errorf("-o: %q is not a format; use table, json or yaml", format)
+			}
+			if all, _ := cmd.Flags().GetBool("all"); all {
+				return runStatusAll(cmd, format, envLookup(environ))
 			}
 			client, closeConn, err := dial(cmd)
 			if err != nil {
@@ -155,6 +158,7 @@ func newStatusCmd() *cobra.Command {
 		},
 	}
 	addClientFlags(cmd)
+	addAllFlags(cmd)
 	cmd.Flags().StringP("output", "o", "table", "table, json or yaml")
 	return cmd
 }

@@ -23,7 +23,10 @@ import (
 // pointing at that node's own apiserver, https://127.0.0.1:6443 (each node
 // runs its own etcd, so each apiserver is a cluster of its own), with the
 // lab's admin token (system:masters). The Node object is created in that
-// apiserver before vipcast starts.
+// apiserver before vipcast starts. With Options.ControlPlane (one etcd
+// cluster) the kubeconfig points at the VIP instead, as in a real cluster:
+// a node whose own apiserver died reaches the others through the router
+// once its VIP has left lo.
 
 // KubeconfigFile is the node's kubeconfig (written with Options.Kubeconfig).
 func (n *Node) KubeconfigFile() string { return filepath.Join(n.Dir, "kubeconfig") }
@@ -39,7 +42,10 @@ func (n *Node) kubeVipcastConfig() string {
 		return ""
 	}
 	tok, err := n.lab.AdminToken()
-	if err == nil {
+	if err == nil && n.lab.Opts.ControlPlane {
+		// One control plane: through the VIP, as kubeadm's admin.conf.
+		err = writeKubeconfig(n.KubeconfigFile(), vipServer(), n.lab.caFile, "admin", tok)
+	} else if err == nil {
 		kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:

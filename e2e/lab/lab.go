@@ -111,6 +111,14 @@ type Options struct {
 	// every Node is Ready (see cluster.go).
 	Cluster bool
 
+	// ControlPlane makes the nodes' apiservers one control plane behind
+	// the VIP, as Cluster does (one etcd cluster, lab-CA certificates
+	// listing the VIP, the admin kubeconfig through the VIP,
+	// Lab.ClusterKubeconfig), without containerd, kubelets and controllers:
+	// a few seconds instead of a minute. With Kubeconfig, vipcast's
+	// kubeconfig points at the VIP, as a real cluster's would.
+	ControlPlane bool
+
 	// Bootstrap (implies Cluster) makes New stop once the network, the
 	// router and the cluster's PKI exist: no etcd, apiserver or vipcast
 	// runs anywhere, and the test drives docs/install.md's bootstrap
@@ -144,6 +152,10 @@ func (o Options) HoldExpiryFloor() time.Duration {
 	}
 	return hold - o.KeepaliveTime - 300*time.Millisecond
 }
+
+// sharedControlPlane: one etcd cluster and the lab CA's certificates.
+func (o Options) sharedControlPlane() bool { return o.Cluster || o.ControlPlane }
+
 func (o *Options) defaults() {
 	if o.Bootstrap {
 		o.Cluster = true
@@ -320,7 +332,7 @@ func New(t T, opts Options) *Lab {
 	if err := l.writeSharedFiles(); err != nil {
 		t.Fatalf("lab files: %v", err)
 	}
-	if opts.Cluster {
+	if opts.sharedControlPlane() {
 		if err := l.writeClusterPKI(); err != nil {
 			t.Fatalf("lab PKI: %v", err)
 		}
@@ -378,6 +390,15 @@ func New(t T, opts Options) *Lab {
 	for _, n := range l.nodes {
 		if err := n.StartVipcast(); err != nil {
 			t.Fatal(err)
+		}
+	}
+	if opts.ControlPlane && !opts.Cluster {
+		tok, err := l.AdminToken()
+		if err == nil {
+			err = writeKubeconfig(l.ClusterKubeconfig(), vipServer(), l.caFile, "admin", tok)
+		}
+		if err != nil {
+			t.Fatalf("admin kubeconfig: %v", err)
 		}
 	}
 	l.WaitAllRouted(t, 30*time.Second)

@@ -48,7 +48,7 @@ func (n *Node) routerLink() string { return fmt.Sprintf("v%d", n.Index) }
 // --- etcd ---
 
 func (n *Node) startEtcd() error {
-	if n.etcd == nil && n.lab.Opts.Cluster {
+	if n.etcd == nil && n.lab.Opts.sharedControlPlane() {
 		// One etcd cluster of every node, as kubeadm's stacked etcd: peers
 		// on the node addresses, each apiserver on its local member.
 		var initial []string
@@ -146,7 +146,7 @@ func (n *Node) StartAPIServer() error {
 			"--shutdown-delay-duration=" + l.Opts.ShutdownDelay.String(),
 			"--profiling=false",
 		}
-		if l.Opts.Cluster {
+		if l.Opts.sharedControlPlane() {
 			for i, a := range args {
 				if strings.HasPrefix(a, "--cert-dir=") {
 					args[i] = "--tls-cert-file=" + l.apiCert

@@ -176,6 +176,11 @@ func (h *httpAPI) CreateEvent(ctx context.Context, ev *eventsv1.Event) error {
 // under the base URL and decodes a 2xx answer into out (if not nil). Any
 // other answer is a *StatusError.
 func (h *httpAPI) do(ctx context.Context, method string, segs []string, in, out any) error {
+	return h.doQuery(ctx, method, segs, nil, in, out)
+}
+
+// doQuery is do with a query string (nil: none).
+func (h *httpAPI) doQuery(ctx context.Context, method string, segs []string, query url.Values, in, out any) error {
 	u := *h.base
 	esc := make([]string, len(segs))
 	for i, s := range segs {
@@ -183,6 +188,7 @@ func (h *httpAPI) do(ctx context.Context, method string, segs []string, in, out 
 	}
 	u.RawPath = strings.TrimSuffix(u.EscapedPath(), "/") + "/" + strings.Join(esc, "/")
 	u.Path, _ = url.PathUnescape(u.RawPath)
+	u.RawQuery = query.Encode()
 	reqName := method + " " + u.RawPath
 
 	var body io.Reader

@@ -31,6 +31,14 @@ type Config struct {
 	// Events records a Kubernetes Event on the Node for each announce,
 	// withdraw and drain.
 	Events bool `mapstructure:"events"`
+	// StatusLease publishes the speaker's status to a Lease per node
+	// (coordination.k8s.io/v1, LeasePrefix + node name) in Namespace, for
+	// `vipcast status --all`: at once on a change (at most every 500 ms),
+	// renewed every 10 s.
+	StatusLease bool `mapstructure:"statusLease"`
+	// Namespace holds the status Leases: the chart sets it to its release
+	// namespace (VIPCAST_KUBERNETES_NAMESPACE). Default kube-system.
+	Namespace string `mapstructure:"namespace"`
 }
 
 // DefaultNode names the node after the host, lower-cased (the kubelet's
@@ -45,8 +53,9 @@ func DefaultNode() NodeConfig {
 	return NodeConfig{Name: h}
 }
 
-// Default: no explicit kubeconfig (auto-detect), events on.
-func Default() Config { return Config{Events: true} }
+// Default: no explicit kubeconfig (auto-detect), events and the status
+// Lease on, in kube-system.
+func Default() Config { return Config{Events: true, StatusLease: true, Namespace: DefaultNamespace} }
 
 // Validate names the field, the value and the fix.
 func (c NodeConfig) Validate() error {
@@ -59,15 +68,19 @@ func (c NodeConfig) Validate() error {
 	return nil
 }
 
-// Validate names the field, the value and the fix.
+// Validate names the field, the value and the fix, for every problem.
 func (c Config) Validate() error {
-	if c.Kubeconfig == "" {
-		return nil
+	var errs []error
+	if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("kubernetes.namespace: %q is not a namespace name (lower-case letters, digits and '-', at most 63); use the namespace vipcast runs in, e.g. kube-system", c.Namespace))
 	}
-	f, err := os.Open(c.Kubeconfig)
-	if err != nil {
-		return fmt.Errorf("kubernetes.kubeconfig: %q cannot be read (%v); point it at a readable kubeconfig, or \"\" for in-cluster / $KUBECONFIG", c.Kubeconfig, errors.Unwrap(err))
+	if c.Kubeconfig != "" {
+		f, err := os.Open(c.Kubeconfig)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("kubernetes.kubeconfig: %q cannot be read (%v); point it at a readable kubeconfig, or \"\" for in-cluster / $KUBECONFIG", c.Kubeconfig, errors.Unwrap(err)))
+		} else {
+			f.Close()
+		}
 	}
-	f.Close()
-	return nil
+	return errors.Join(errs...)
 }

@@ -433,8 +433,15 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
-	if err := (Config{Kubeconfig: "/nonexistent/kubeconfig"}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "kubernetes.kubeconfig: ") {
+	missing := Default()
+	missing.Kubeconfig = "/nonexistent/kubeconfig"
+	if err := missing.Validate(); err == nil || !strings.HasPrefix(err.Error(), "kubernetes.kubeconfig: ") {
 		t.Errorf("missing kubeconfig: %v", err)
+	}
+	// Every problem at once.
+	both := Config{Kubeconfig: "/nonexistent/kubeconfig", Namespace: "Kube_System"}
+	if err := both.Validate(); err == nil || !strings.Contains(err.Error(), "kubernetes.kubeconfig: ") || !strings.Contains(err.Error(), "kubernetes.namespace: \"Kube_System\"") {
+		t.Errorf("bad namespace and kubeconfig: %v", err)
 	}
 	if err := Default().Validate(); err != nil || !Default().Events {
 		t.Errorf("default: %v %+v", err, Default())

@@ -126,6 +126,8 @@ known only in the pod: VIPCAST_API_HEALTHLISTEN in the DaemonSet sets it. */ -}}
 {{- $_ := set $api "healthListen" (include "vipcast.listen" (list $grpcAddr $v.grpc.healthPort)) -}}
 {{- end -}}
 {{- $_ := set $cfg "api" $api -}}
+{{- /* The status Leases go in the release namespace, where the Role allows them. */ -}}
+{{- $_ := set $cfg "kubernetes" (dict "statusLease" $v.statusLease.enabled "namespace" .Release.Namespace) -}}
 {{- if $v.metrics.enabled -}}
 {{- $_ := set $cfg "metrics" (dict "listen" (include "vipcast.listen" (list $v.metrics.bindAddress $v.metrics.port))) -}}
 {{- end -}}

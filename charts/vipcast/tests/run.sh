@@ -58,6 +58,11 @@ chk default 'fieldPath: spec.nodeName' "VIPCAST_NODE_NAME from spec.nodeName"
 chk default 'readOnlyRootFilesystem: true' "read-only root"
 chk default 'type: RuntimeDefault' "seccomp RuntimeDefault"
 chk full '- NET_BIND_SERVICE' "NET_BIND_SERVICE with listenPort 179"
+chk default 'verbs: \[get, create, update\]' "status Lease Role: leases get/create/update only"
+chk default 'statusLease: true' "config: kubernetes.statusLease on, in the release namespace"
+if grep -qE '^kind: Role$|statusLease: true' "$tmp/nonroot-host-dirs.yaml"; then
+  bad "statusLease.enabled false: no Role, no Lease"
+else ok "statusLease.enabled false: no Role, no Lease"; fi
 if grep -q NET_BIND_SERVICE "$tmp/default.yaml"; then bad "default: no NET_BIND_SERVICE without a listener"; else ok "default: no NET_BIND_SERVICE without a listener"; fi
 chk full 'passwordFile: /etc/vipcast/secrets/bgp-md5/router1' "passwordFile points at the mounted Secret"
 if grep -qi 's3cret\|password:' "$tmp/full.yaml"; then bad "full: no password in rendered objects"; else ok "full: no password in rendered objects"; fi
