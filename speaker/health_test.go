@@ -204,7 +204,9 @@ type probeOutcome struct {
 	Refused  bool
 }
 
-func outcome(r ProbeResult) probeOutcome { return probeOutcome{r.OK, r.Code, r.Reason, r.TimedOut, r.Refused} }
+func outcome(r ProbeResult) probeOutcome {
+	return probeOutcome{r.OK, r.Code, r.Reason, r.TimedOut, r.Refused}
+}
 
 func TestHTTPProberProbe(t *testing.T) {
 	ca, other := newProbeCA(t), newProbeCA(t)
