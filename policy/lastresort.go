@@ -73,11 +73,6 @@ func (c Config) validateLastResort() []error {
 	if l.Prepend > maxLastResortPrepend {
 		errs = append(errs, fmt.Errorf("policy.lastResort.prepend: %d is more than %d; use 1 to %d (default %d)", l.Prepend, maxLastResortPrepend, maxLastResortPrepend, DefaultLastResortPrepend))
 	}
-	// With prepend priorities another node's healthy path may carry up to
-	// maxPrepend prepends; a degraded path must still be longer.
-	if c.PriorityMode == PriorityPrepend && l.Prepend > 0 && l.Prepend <= maxPrepend {
-		errs = append(errs, fmt.Errorf("policy.lastResort.prepend: %d with priorityMode: prepend, where a healthy node may prepend up to %d; use %d or more so a degraded path stays longer than any healthy one", l.Prepend, maxPrepend, maxPrepend+1))
-	}
 	if l.LocalPref != nil && *l.LocalPref == 0 {
 		// GoBGP's set-local-pref action treats 0 as "no action".
 		errs = append(errs, fmt.Errorf("policy.lastResort.localPref: 0 cannot be set; use 1 or more (lower than the healthy localPref, default 100)"))
@@ -120,3 +115,28 @@ func (a Attributes) WithLastResort(l LastResortConfig) Attributes {
 
 // IsLastResort reports whether a marks a last-resort path.
 func (a Attributes) IsLastResort() bool { return slices.Contains(a.Communities, LastResortMarker) }
+
+// IBGP turns e's last-resort session into one for an iBGP peer, which
+// drops a path carrying its own ASN: no extra prepend, and, unless
+// lastResort.localPref puts one on the path, a local preference half the
+// healthy one (at least 1), so the degraded path still loses.
+func (c Config) IBGP(e Export) Export {
+	if e.LastResort == nil {
+		return e
+	}
+	lr := *e.LastResort
+	lr.Prepend = e.Normal.Prepend
+	if c.LastResort.LocalPref == nil {
+		healthy := uint32(100)
+		switch {
+		case e.Normal.LocalPref != nil:
+			healthy = *e.Normal.LocalPref
+		case c.LocalPref != nil:
+			healthy = *c.LocalPref
+		}
+		v := max(healthy/2, 1)
+		lr.LocalPref = &v
+	}
+	e.LastResort = &lr
+	return e
+}

@@ -20,8 +20,7 @@ func TestLastResortValidate(t *testing.T) {
 		{"community only", Config{LastResort: on(LastResortConfig{Communities: []string{"64512:666"}})}, nil},
 		{"nothing set", Config{LastResort: on(LastResortConfig{})}, []string{"policy.lastResort: enabled with no prepend", "set prepend (default 8)"}},
 		{"prepend too long", Config{LastResort: on(LastResortConfig{Prepend: 33})}, []string{"policy.lastResort.prepend: 33 is more than 32"}},
-		{"prepend priorities", Config{PriorityMode: PriorityPrepend, Priority: 1, LastResort: on(LastResortConfig{Prepend: 8})}, []string{"policy.lastResort.prepend: 8 with priorityMode: prepend", "use 11 or more"}},
-		{"prepend priorities, long enough", Config{PriorityMode: PriorityPrepend, Priority: 1, LastResort: on(LastResortConfig{Prepend: 11})}, nil},
+		{"prepend priorities", Config{PriorityMode: PriorityPrepend, Priority: 1, LastResort: on(LastResortConfig{Prepend: 8})}, nil},
 		{"local pref zero", Config{LastResort: on(LastResortConfig{Prepend: 1, LocalPref: u32(0)})}, []string{"policy.lastResort.localPref: 0 cannot be set"}},
 		{"local pref not lower", Config{LocalPref: u32(100), LastResort: on(LastResortConfig{LocalPref: u32(100)})}, []string{"policy.lastResort.localPref: 100 is not lower than policy.localPref 100"}},
 		{"med not higher", Config{MED: u32(50), LastResort: on(LastResortConfig{MED: u32(50)})}, []string{"policy.lastResort.med: 50 is not higher than policy.med 50"}},
@@ -94,6 +93,10 @@ func TestExportLastResort(t *testing.T) {
 			Config{LastResort: LastResortConfig{Enabled: true, MED: u32(4294967295), LocalPref: u32(10)}},
 			PeerConfig{MED: u32(5), LocalPref: u32(300)},
 			&Session{ReplaceCommunities: true}},
+		{"prepend priorities: from the most a healthy node can prepend",
+			Config{PriorityMode: PriorityPrepend, Priority: 2, LastResort: LastResortConfig{Enabled: true, Prepend: 3}},
+			PeerConfig{},
+			&Session{ReplaceCommunities: true, Prepend: 13}},
 		{"the peer's MED stays when the last resort sets none",
 			Config{LastResort: LastResortConfig{Enabled: true, Prepend: 2}},
 			PeerConfig{MED: u32(5)},
@@ -106,6 +109,32 @@ func TestExportLastResort(t *testing.T) {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want, e.LastResort); diff != "" {
+				t.Errorf("LastResort (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestIBGPLastResort(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		peer PeerConfig
+		want *Session
+	}{
+		{"off", Config{}, PeerConfig{}, nil},
+		{"no prepend, half the default local pref", Default(), PeerConfig{}, &Session{ReplaceCommunities: true, LocalPref: u32(50)}},
+		{"half the global local pref", Config{LocalPref: u32(300), LastResort: LastResortConfig{Enabled: true, Prepend: 4}}, PeerConfig{}, &Session{ReplaceCommunities: true, LocalPref: u32(150)}},
+		{"half the peer's local pref", Default(), PeerConfig{LocalPref: u32(1)}, &Session{ReplaceCommunities: true, LocalPref: u32(1)}},
+		{"the last resort's own local pref is on the path", Config{LastResort: LastResortConfig{Enabled: true, LocalPref: u32(10)}}, PeerConfig{}, &Session{ReplaceCommunities: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := tt.cfg.Export("peers[0].policy", tt.peer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, tt.cfg.IBGP(e).LastResort); diff != "" {
 				t.Errorf("LastResort (-want +got):\n%s", diff)
 			}
 		})

@@ -128,7 +128,13 @@ func (c Config) lastResortSession(global Attributes, s Session) *Session {
 	}
 	lr := s
 	lr.AddLargeCommunities = slices.Clone(s.AddLargeCommunities)
-	lr.Prepend = s.Prepend + l.Prepend
+	// With prepend priorities another node's healthy path may carry up to
+	// maxPrepend prepends: a degraded one starts from there.
+	base := s.Prepend
+	if c.PriorityMode == PriorityPrepend {
+		base = max(base, maxPrepend)
+	}
+	lr.Prepend = base + l.Prepend
 	if l.MED != nil {
 		lr.MED = nil
 	}
