@@ -49,7 +49,7 @@ const maxLastResortPrepend = 32
 // range, which no network assigns.
 const LastResortMarker Community = 0x0000_1A57
 
-// lastResortCommunities parses lastResort.communities.
+// communities parses lastResort.communities, refusing the marker.
 func (l LastResortConfig) communities(errs []error) ([]Community, []error) {
 	out, errs := parseCommunities("policy.lastResort.communities", l.Communities, errs)
 	for i, c := range out {
