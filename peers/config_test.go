@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/vipcast/vipcast/policy"
 )
 
 func TestValidate(t *testing.T) {
@@ -106,5 +108,25 @@ func TestWithDefaults(t *testing.T) {
 	}
 	if c.Peers[0].Port != 0 {
 		t.Error("WithDefaults modified its receiver")
+	}
+}
+
+// An iBGP router drops a path carrying its own ASN: the last resort lowers
+// the local preference there instead of prepending; eBGP sessions prepend.
+func TestParseLastResortIBGP(t *testing.T) {
+	cfg := Config{BGP: Global{ASN: 64512, RouterID: "192.0.2.11"}, Peers: []Peer{
+		{Address: "192.0.2.1", ASN: 64512},
+		{Address: "192.0.2.2", ASN: 65000},
+	}}
+	p, err := cfg.Parse(policy.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ibgp, ebgp := p.Neighbors[0].Export.LastResort, p.Neighbors[1].Export.LastResort
+	if ibgp == nil || ibgp.Prepend != 0 || ibgp.LocalPref == nil || *ibgp.LocalPref != 50 {
+		t.Errorf("iBGP last resort = %+v, want no prepend and local pref 50", ibgp)
+	}
+	if ebgp == nil || ebgp.Prepend != policy.DefaultLastResortPrepend || ebgp.LocalPref != nil {
+		t.Errorf("eBGP last resort = %+v, want %d prepends and no local pref", ebgp, policy.DefaultLastResortPrepend)
 	}
 }

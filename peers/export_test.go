@@ -29,6 +29,7 @@ func TestGoBGPPerPeerAttributes(t *testing.T) {
 	pol.Communities = []string{"64512:100"}
 	pol.MED = u32(5)
 	pol.Prepend = 1
+	pol.LastResort = policy.LastResortConfig{Enabled: true, Prepend: 2, Communities: []string{"64512:666"}}
 	p1 := Peer{Address: r1.Address(), ASN: routerASN, Port: uint16(r1.Port()), ConnectRetry: time.Second}
 	p2 := Peer{Address: r2.Address(), ASN: routerASN, Port: uint16(r2.Port()), ConnectRetry: time.Second,
 		Policy: policy.PeerConfig{Communities: []string{"64512:201"}, MED: u32(50), Prepend: new(uint8)}}
@@ -84,6 +85,18 @@ func TestGoBGPPerPeerAttributes(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("undrain", r2, bgptest.Path{ASPath: []uint32{localASN}, MED: u32(50), Communities: []policy.Community{c(100), c(201)}})
+
+	// A last resort: the session's prepend plus two, the last resort's
+	// community, each peer's own MED, and never the internal marker.
+	if err := g.announce(ctx, vip4, attrs.WithLastResort(pol.LastResort)); err != nil {
+		t.Fatal(err)
+	}
+	check("last resort, global policy", r1, bgptest.Path{ASPath: []uint32{localASN, localASN, localASN, localASN}, MED: u32(5), Communities: []policy.Community{c(100), c(666)}})
+	check("last resort, peer policy", r2, bgptest.Path{ASPath: []uint32{localASN, localASN, localASN}, MED: u32(50), Communities: []policy.Community{c(100), c(666), c(201)}})
+	if err := g.announce(ctx, vip4, attrs); err != nil {
+		t.Fatal(err)
+	}
+	check("healthy again", r1, bgptest.Path{ASPath: []uint32{localASN, localASN}, MED: u32(5), Communities: []policy.Community{c(100)}})
 
 	// Reload with only p2's policy changed: new attributes, same session.
 	before, err := g.Peers(ctx)

@@ -20,6 +20,7 @@ const (
 	vipSetPrefix = "vipcast-vips-"   // + "v4" / "v6": GoBGP prefix sets hold one family
 	peerSetName  = "vipcast-peer-"   // + peer address: a neighbor set of one
 	gshutSet     = "vipcast-gshut"   // a community set holding 65535:0
+	lastSet      = "vipcast-last"    // a community set holding policy.LastResortMarker
 )
 
 func (g *GoBGP) installPolicies(ctx context.Context) error {
@@ -47,6 +48,11 @@ func (g *GoBGP) installPolicies(ctx context.Context) error {
 	}
 	if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
 		DefinedType: api.DefinedType_COMMUNITY, Name: gshutSet, List: []string{policy.GracefulShutdown.String()},
+	}}); err != nil {
+		return err
+	}
+	if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_COMMUNITY, Name: lastSet, List: []string{policy.LastResortMarker.String()},
 	}}); err != nil {
 		return err
 	}
@@ -113,21 +119,27 @@ func (g *GoBGP) setExport(ctx context.Context, n Neighbor, nh nextHop6) error {
 			}
 			return a
 		}
-		cond := func(gshut bool) *api.Conditions {
+		cond := func(community string) *api.Conditions {
 			c := &api.Conditions{
 				PrefixSet:   &api.MatchSet{Type: api.MatchSet_ANY, Name: vipSetPrefix + fam},
 				NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: nset},
 				RouteType:   api.Conditions_ROUTE_TYPE_LOCAL,
 			}
-			if gshut {
-				c.CommunitySet = &api.MatchSet{Type: api.MatchSet_ANY, Name: gshutSet}
+			if community != "" {
+				c.CommunitySet = &api.MatchSet{Type: api.MatchSet_ANY, Name: community}
 			}
 			return c
 		}
 		pol.Statements = append(pol.Statements,
-			&api.Statement{Name: name + "-" + fam + "-gshut", Conditions: cond(true), Actions: actions(e.Shutdown)},
-			&api.Statement{Name: name + "-" + fam, Conditions: cond(false), Actions: actions(e.Normal)},
-		)
+			&api.Statement{Name: name + "-" + fam + "-gshut", Conditions: cond(gshutSet), Actions: actions(e.Shutdown)})
+		// Without a last-resort statement a marked path would leave with
+		// the marker and no prepend; with the mode off none is marked.
+		if e.LastResort != nil {
+			pol.Statements = append(pol.Statements,
+				&api.Statement{Name: name + "-" + fam + "-last", Conditions: cond(lastSet), Actions: actions(*e.LastResort)})
+		}
+		pol.Statements = append(pol.Statements,
+			&api.Statement{Name: name + "-" + fam, Conditions: cond(""), Actions: actions(e.Normal)})
 	}
 	if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
 		return err
@@ -194,12 +206,16 @@ func (g *GoBGP) dropPolicy(ctx context.Context, name string) error {
 // asn is the session's local ASN, which is what a prepend repeats.
 func sessionActions(s policy.Session, asn uint32) *api.Actions {
 	a := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
-	if len(s.AddCommunities) > 0 {
+	if len(s.AddCommunities) > 0 || s.ReplaceCommunities {
 		cs := make([]string, len(s.AddCommunities))
 		for i, c := range s.AddCommunities {
 			cs[i] = c.String()
 		}
-		a.Community = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: cs}
+		typ := api.CommunityAction_ADD
+		if s.ReplaceCommunities {
+			typ = api.CommunityAction_REPLACE // an empty list removes the attribute
+		}
+		a.Community = &api.CommunityAction{Type: typ, Communities: cs}
 	}
 	if len(s.AddLargeCommunities) > 0 {
 		cs := make([]string, len(s.AddLargeCommunities))

@@ -81,6 +81,7 @@ func (c Config) Parse(pol policy.Config) (Peering, error) {
 		// A router drops a path that carries its own ASN: prepending on
 		// iBGP would make the VIP vanish instead of lowering its rank.
 		if p.ASN != 0 && p.ASN == p.LocalASN {
+			n.Export = pol.IBGP(n.Export)
 			switch {
 			case p.Policy.Prepend != nil && *p.Policy.Prepend > 0:
 				errs = append(errs, fmt.Errorf("%s.prepend: %d with peers[%d] being iBGP (asn %d); prepending breaks iBGP, use %s.med or .localPref instead", field, *p.Policy.Prepend, i, p.ASN, field))

@@ -25,6 +25,9 @@ type PeerConfig struct {
 // that peer must see.
 type Session struct {
 	// AddCommunities and AddLargeCommunities are added to the path's.
+	// With ReplaceCommunities, AddCommunities replaces the path's instead:
+	// it is the whole list the peer sees (a last-resort path's marker goes).
+	ReplaceCommunities  bool
 	AddCommunities      []Community
 	AddLargeCommunities []LargeCommunity
 	// MED and LocalPref, when set, replace the path's.
@@ -34,10 +37,12 @@ type Session struct {
 	Prepend uint8
 }
 
-// Export is one peer's Session in normal operation and while the path
-// carries GRACEFUL_SHUTDOWN.
+// Export is one peer's Session in normal operation, while the path
+// carries GRACEFUL_SHUTDOWN, and while it is a last resort (carries
+// LastResortMarker); LastResort is nil while policy.lastResort is off.
 type Export struct {
 	Normal, Shutdown Session
+	LastResort       *Session
 }
 
 // Validate checks what needs no global policy; field names the block in
@@ -109,5 +114,40 @@ func (c Config) Export(field string, p PeerConfig) (Export, error) {
 	if c.GracefulShutdown.LocalPref != nil {
 		shut.LocalPref = nil
 	}
-	return Export{Normal: s, Shutdown: shut}, nil
+	return Export{Normal: s, Shutdown: shut, LastResort: c.lastResortSession(global, s)}, nil
+}
+
+// lastResortSession is s for a last-resort path (see WithLastResort): the
+// extra prepends, the path's own MED and local preference where the last
+// resort sets them, and the communities replaced by the list the peer must
+// see, without the marker.
+func (c Config) lastResortSession(global Attributes, s Session) *Session {
+	l := c.LastResort
+	if !l.Enabled {
+		return nil
+	}
+	lr := s
+	lr.AddLargeCommunities = slices.Clone(s.AddLargeCommunities)
+	// With prepend priorities another node's healthy path may carry up to
+	// maxPrepend prepends: a degraded one starts from there.
+	base := s.Prepend
+	if c.PriorityMode == PriorityPrepend {
+		base = max(base, maxPrepend)
+	}
+	lr.Prepend = base + l.Prepend
+	if l.MED != nil {
+		lr.MED = nil
+	}
+	if l.LocalPref != nil {
+		lr.LocalPref = nil
+	}
+	path := global.WithLastResort(l)
+	lr.ReplaceCommunities = true
+	lr.AddCommunities = nil
+	for _, v := range append(path.Communities, s.AddCommunities...) {
+		if v != LastResortMarker && !slices.Contains(lr.AddCommunities, v) {
+			lr.AddCommunities = append(lr.AddCommunities, v)
+		}
+	}
+	return &lr
 }

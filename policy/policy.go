@@ -79,6 +79,9 @@ type Config struct {
 	Prepend          uint8    `mapstructure:"prepend"`
 	// GracefulShutdown is the RFC 8326 sequence on drain and SIGTERM.
 	GracefulShutdown GracefulShutdownConfig `mapstructure:"gracefulShutdown"`
+	// LastResort keeps a node that fails its health check advertised with
+	// losing attributes instead of withdrawing it.
+	LastResort LastResortConfig `mapstructure:"lastResort"`
 	// Priority ranks this node for networks without ECMP: the lowest
 	// priority is the primary. 0 (default) adds nothing.
 	Priority uint32 `mapstructure:"priority"`
@@ -86,10 +89,10 @@ type Config struct {
 	PriorityMode string `mapstructure:"priorityMode"`
 }
 
-// Default returns the default policy: bare prefixes, no attributes, and
-// graceful shutdown on.
+// Default returns the default policy: bare prefixes, no attributes,
+// graceful shutdown on, and the last resort on with a prepend.
 func Default() Config {
-	return Config{GracefulShutdown: DefaultGracefulShutdown(), PriorityMode: PriorityMED}
+	return Config{GracefulShutdown: DefaultGracefulShutdown(), LastResort: DefaultLastResort(), PriorityMode: PriorityMED}
 }
 
 // maxPrepend keeps AS paths sane; more than a few prepends is always a typo.
@@ -121,6 +124,7 @@ func (c Config) Attributes() (Attributes, error) {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.GracefulShutdown.validate()...)
+	errs = append(errs, c.validateLastResort()...)
 	return a, errors.Join(errs...)
 }
 
@@ -136,6 +140,8 @@ func parseCommunities(field string, list []string, errs []error) ([]Community, [
 			errs = append(errs, fmt.Errorf("%s[%d]: %w", field, i, err))
 		case v == GracefulShutdown:
 			errs = append(errs, fmt.Errorf("%s[%d]: 65535:0 is GRACEFUL_SHUTDOWN (RFC 8326), which vipcast adds itself during a drain; remove it (see policy.gracefulShutdown)", field, i))
+		case v == LastResortMarker && field != "policy.lastResort.communities":
+			errs = append(errs, fmt.Errorf("%s[%d]: %s is vipcast's internal last-resort marker, which never leaves the node; use another community", field, i, v))
 		case !slices.Contains(out, v):
 			out = append(out, v)
 		}

@@ -36,6 +36,9 @@ type Config struct {
 	// 8326 GRACEFUL_SHUTDOWN community for its Wait before a drain or
 	// shutdown withdraws them.
 	GracefulShutdown policy.GracefulShutdownConfig `mapstructure:"-" json:"-"`
+	// LastResort, when enabled, keeps a failing node announced with
+	// losing attributes while its apiserver accepts connections.
+	LastResort policy.LastResortConfig `mapstructure:"-" json:"-"`
 }
 
 // LoopbackConfig controls the VIP addresses on the node.

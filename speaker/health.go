@@ -156,6 +156,7 @@ func (p *HTTPProber) Probe(ctx context.Context) ProbeResult {
 	case err != nil:
 		r.Reason = classify(err, p.timeout)
 		r.TimedOut = isTimeout(err)
+		r.Refused = errors.Is(err, syscall.ECONNREFUSED)
 	case code != http.StatusOK:
 		r.Reason = "HTTP " + strconv.Itoa(code)
 		if detail != "" {

@@ -201,9 +201,12 @@ type probeOutcome struct {
 	Code     int
 	Reason   string
 	TimedOut bool
+	Refused  bool
 }
 
-func outcome(r ProbeResult) probeOutcome { return probeOutcome{r.OK, r.Code, r.Reason, r.TimedOut} }
+func outcome(r ProbeResult) probeOutcome {
+	return probeOutcome{r.OK, r.Code, r.Reason, r.TimedOut, r.Refused}
+}
 
 func TestHTTPProberProbe(t *testing.T) {
 	ca, other := newProbeCA(t), newProbeCA(t)
@@ -244,7 +247,7 @@ func TestHTTPProberProbe(t *testing.T) {
 		{name: "slow body", handler: slowBodyFor(t), cert: serving, cfg: func(c *HealthConfig) { c.Timeout = time.Second },
 			want: probeOutcome{Code: 200, Reason: "timeout after 1s", TimedOut: true}},
 		{name: "refused", refused: true,
-			want: probeOutcome{Reason: "connection refused"}},
+			want: probeOutcome{Reason: "connection refused", Refused: true}},
 		{name: "unknown authority", handler: okHandler, cert: foreign,
 			want: probeOutcome{Reason: "tls: certificate signed by unknown authority"}},
 		{name: "wrong server name", handler: okHandler, cert: serving, cfg: func(c *HealthConfig) { c.ServerName = "apiserver.example" },

@@ -20,6 +20,10 @@ type ProbeResult struct {
 	// TimedOut: no complete answer within the timeout. A slow apiserver is
 	// not a dead one, so such failures need health.timeoutFall in a row.
 	TimedOut bool
+	// Refused: the connection was refused, so nothing listens on the
+	// apiserver's port. Such a node is never kept as a last resort: it
+	// would answer no client at all.
+	Refused bool
 }
 
 // Prober checks the local apiserver once. Probe must return within the

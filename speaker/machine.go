@@ -35,6 +35,12 @@ const (
 	// behind vipcast's back) and could not be put back, so the node cannot
 	// answer for it: withdrawn until the address can be added again.
 	ReasonLoopbackFailed Reason = "loopback-failed"
+	// ReasonLastResort: the apiserver answers but fails its check (or is
+	// damped), and policy.lastResort is on: announced with attributes that
+	// lose to every healthy path, so routers use it only when no healthy
+	// node advertises. A refused connection (nothing listens) withdraws
+	// instead, with ReasonUnhealthy.
+	ReasonLastResort Reason = "last-resort"
 )
 
 // Decision is the machine's verdict for one VIP.
@@ -49,6 +55,9 @@ type Decision struct {
 	Since time.Time
 	// GracefulShutdown: announce with the GRACEFUL_SHUTDOWN attributes.
 	GracefulShutdown bool
+	// LastResort: announce with the last-resort attributes (Reason is
+	// ReasonLastResort).
+	LastResort bool
 }
 
 // Transition records a change of decision, for logs, status and events.
@@ -80,6 +89,9 @@ type MachineConfig struct {
 	// GracefulWait is how long a drain or shutdown keeps an announced VIP
 	// announced with GRACEFUL_SHUTDOWN before withdrawing; 0 withdraws at once.
 	GracefulWait time.Duration
+	// LastResort keeps an unhealthy or damped node announced, as a last
+	// resort, while its apiserver still accepts connections.
+	LastResort bool
 }
 
 // Machine is the decision logic: a pure state machine with no clock, no
@@ -264,7 +276,8 @@ func (m *Machine) Tick(now time.Time) *Transition { return m.eval(now) }
 func (m *Machine) Decisions() []Decision {
 	out := make([]Decision, len(m.vips))
 	for i, v := range m.vips {
-		out[i] = Decision{VIP: v, Announce: m.announce, Advertised: m.announce && m.peerUp, Reason: m.reason, Since: m.since, GracefulShutdown: m.GracefulShutdown()}
+		out[i] = Decision{VIP: v, Announce: m.announce, Advertised: m.announce && m.peerUp, Reason: m.reason, Since: m.since,
+			GracefulShutdown: m.GracefulShutdown(), LastResort: m.LastResort()}
 	}
 	return out
 }
@@ -275,6 +288,17 @@ func (m *Machine) Announce() bool { return m.announce }
 // GracefulShutdown reports whether the VIPs are announced with the
 // GRACEFUL_SHUTDOWN attributes, ahead of a withdraw.
 func (m *Machine) GracefulShutdown() bool { return m.reason == ReasonGracefulShutdown }
+
+// LastResort reports whether the VIPs are announced with the last-resort
+// attributes.
+func (m *Machine) LastResort() bool { return m.reason == ReasonLastResort }
+
+// lastResortOK: a failing or damped node may stay announced as a last
+// resort. Not when nothing listens: a refused connection answers no
+// client, while any other failure (a timeout, an HTTP 500, a TLS error)
+// comes from an apiserver that still serves /livez, reads from its watch
+// cache and errors that say what is wrong.
+func (m *Machine) lastResortOK() bool { return m.cfg.LastResort && !m.lastProbe.Refused }
 
 // Drained reports whether an operator took the node out of rotation.
 func (m *Machine) Drained() bool { return m.drained }
@@ -346,6 +370,8 @@ func (m *Machine) eval(now time.Time) *Transition {
 		reason = ReasonLoopbackFailed
 	case !m.decided:
 		reason = ReasonStarting
+	case (!m.healthy || m.suppressed) && m.lastResortOK():
+		announce, reason = true, ReasonLastResort
 	case !m.healthy:
 		reason = ReasonUnhealthy
 	case m.suppressed:
@@ -363,15 +389,32 @@ func (m *Machine) eval(now time.Time) *Transition {
 	return t
 }
 
+// failures describes the current run of failed probes.
+func (m *Machine) failures() string {
+	if !m.definite && m.cfg.TimeoutFall > m.cfg.Fall {
+		return fmt.Sprintf("%d consecutive timeouts (timeoutFall %d), last: %s", m.failRun, m.cfg.TimeoutFall, m.lastProbe.Reason)
+	}
+	return fmt.Sprintf("%d consecutive failed probes, last: %s", m.failRun, m.lastProbe.Reason)
+}
+
 func (m *Machine) detail(r Reason, now time.Time) string {
 	switch r {
 	case ReasonLoopbackFailed:
 		return m.loFault
 	case ReasonUnhealthy:
-		if !m.definite && m.cfg.TimeoutFall > m.cfg.Fall {
-			return fmt.Sprintf("%d consecutive timeouts (timeoutFall %d), last: %s", m.failRun, m.cfg.TimeoutFall, m.lastProbe.Reason)
+		d := m.failures()
+		if m.cfg.LastResort {
+			d += "; nothing listens, so not kept as a last resort"
 		}
-		return fmt.Sprintf("%d consecutive failed probes, last: %s", m.failRun, m.lastProbe.Reason)
+		return d
+	case ReasonLastResort:
+		why := m.failures()
+		if m.healthy {
+			why = m.detail(ReasonDamped, now)
+		} else if m.failRun == 0 {
+			why = fmt.Sprintf("unhealthy, %d of %d good probes to recover, last: %s", m.okRun, m.cfg.Rise, m.lastProbe.Reason)
+		}
+		return why + "; announced as a last resort, losing to every healthy path"
 	case ReasonHealthy, ReasonNoPeer:
 		return fmt.Sprintf("%d consecutive good probes", m.okRun)
 	case ReasonGracefulShutdown:

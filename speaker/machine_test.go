@@ -2,6 +2,7 @@ package speaker
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -11,12 +12,13 @@ import (
 )
 
 // step is one input to the machine; the script language keeps flap
-// sequences readable: "+" a good probe, "-" a failed one, "t" a timeout, "peer"/"nopeer",
+// sequences readable: "+" a good probe, "-" a refused one, "5" an HTTP 500,
+// "t" a timeout, "peer"/"nopeer",
 // "drain"/"undrain", "shutdown", "wait:<duration>", "tick", "lofixed"/"lofail"
 // (a VIP vanished from lo and was put back, or could not be), "lorestored".
 type step struct {
 	in   string
-	want string // "A:<reason>" announced, "W:<reason>" withdrawn
+	want string // "A:<reason>" announced, "W:<reason>" withdrawn; "+LR" if announced as a last resort
 }
 
 func run(t *testing.T, cfg MachineConfig, steps []step) {
@@ -31,7 +33,9 @@ func run(t *testing.T, cfg MachineConfig, steps []step) {
 			case in == "+":
 				m.Probe(ProbeResult{OK: true, Reason: "ok"}, now)
 			case in == "-":
-				m.Probe(ProbeResult{Reason: "connection refused"}, now)
+				m.Probe(ProbeResult{Reason: "connection refused", Refused: true}, now)
+			case in == "5":
+				m.Probe(ProbeResult{Reason: "HTTP 500: [-]etcd failed: reason withheld", Code: 500}, now)
 			case in == "t":
 				m.Probe(ProbeResult{Reason: "timeout after 80ms", TimedOut: true}, now)
 			case in == "peer", in == "nopeer":
@@ -69,7 +73,14 @@ func run(t *testing.T, cfg MachineConfig, steps []step) {
 		if d.Announce {
 			state = "A:"
 		}
-		got = append(got, s.in+" => "+state+string(d.Reason))
+		lr := ""
+		if d.LastResort {
+			lr = "+LR"
+		}
+		if d.LastResort != (d.Reason == ReasonLastResort) || d.LastResort && !d.Announce {
+			t.Errorf("%s: decision %+v: LastResort, its reason and Announce disagree", s.in, d)
+		}
+		got = append(got, s.in+" => "+state+string(d.Reason)+lr)
 		want = append(want, s.in+" => "+s.want)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -360,5 +371,109 @@ func TestMachineAccessors(t *testing.T) {
 	m.Tick(now.Add(time.Second))
 	if diff := cmp.Diff(view{Drained: true, Last: probe}, got()); diff != "" {
 		t.Errorf("drained (-want +got):\n%s", diff)
+	}
+}
+
+// The last resort keeps a node announced, with losing attributes, while its
+// apiserver answers but fails; refused connections, drain and shutdown
+// still withdraw.
+func TestMachineLastResort(t *testing.T) {
+	lr := MachineConfig{Rise: 3, Fall: 2, TimeoutFall: 4, LastResort: true}
+	gshut := lr
+	gshut.GracefulWait = 3 * time.Second
+	damped := lr
+	damped.Damping = DampingConfig{HalfLife: 15 * time.Second, Suppress: 2.5, Reuse: 1}
+	off := lr
+	off.LastResort = false
+	tests := []struct {
+		name  string
+		cfg   MachineConfig
+		steps []step
+	}{
+		{"HTTP errors keep it as a last resort", lr, []step{
+			{"peer + + +", "A:healthy"}, {"5", "A:healthy"}, {"5", "A:last-resort+LR"},
+			{"+ +", "A:last-resort+LR"}, {"+", "A:healthy"},
+		}},
+		{"timeouts need timeoutFall, then a last resort (etcd down: /readyz hangs)", lr, []step{
+			{"peer + + +", "A:healthy"}, {"t t t", "A:healthy"}, {"t", "A:last-resort+LR"}, {"t t t t", "A:last-resort+LR"},
+		}},
+		{"a refusal withdraws: nothing listens", lr, []step{
+			{"peer + + +", "A:healthy"}, {"- -", "W:unhealthy"}, {"5", "A:last-resort+LR"}, {"-", "W:unhealthy"},
+			{"t", "A:last-resort+LR"}, {"+ + +", "A:healthy"},
+		}},
+		{"a crash: reset then refused withdraws without a last-resort blip", lr, []step{
+			{"peer + + +", "A:healthy"}, {"5 -", "W:unhealthy"},
+		}},
+		{"rising again stays a last resort until rise", lr, []step{
+			{"peer 5 5", "A:last-resort+LR"}, {"+ +", "A:last-resort+LR"}, {"+", "A:healthy"},
+		}},
+		{"starting needs fall failures first", lr, []step{
+			{"peer 5", "W:starting"}, {"5", "A:last-resort+LR"},
+		}},
+		{"starting refused stays withdrawn", lr, []step{
+			{"peer - -", "W:unhealthy"}, {"t", "A:last-resort+LR"},
+		}},
+		{"no established peer: in the RIB, reason last-resort", lr, []step{
+			{"5 5", "A:last-resort+LR"}, {"peer", "A:last-resort+LR"}, {"nopeer", "A:last-resort+LR"},
+		}},
+		{"drain withdraws at once, no graceful phase for a failing node", gshut, []step{
+			{"peer + + + 5 5", "A:last-resort+LR"}, {"drain", "W:drained"}, {"+ + +", "W:drained"},
+			{"undrain", "A:healthy"},
+		}},
+		{"undrain while failing comes back as a last resort", lr, []step{
+			{"peer 5 5 drain", "W:drained"}, {"undrain", "A:last-resort+LR"},
+		}},
+		{"shutdown withdraws", gshut, []step{
+			{"peer 5 5", "A:last-resort+LR"}, {"shutdown", "W:shutting-down"}, {"+ + +", "W:shutting-down"},
+		}},
+		{"a loopback failure withdraws", lr, []step{
+			{"peer 5 5", "A:last-resort+LR"}, {"lofail", "W:loopback-failed"}, {"lorestored", "A:last-resort+LR"},
+		}},
+		{"damped is a last resort too, so flapping churns attributes, not routes", damped, []step{
+			{"peer + + + 5 5 + + + 5 5 + + + 5 5", "A:last-resort+LR"},
+			{"+ + +", "A:last-resort+LR"},
+			{"wait:40s", "A:healthy"},
+		}},
+		{"damped and refused withdraws", damped, []step{
+			{"peer + + + 5 5 + + + 5 5 + + + - -", "W:unhealthy"},
+			{"+ + +", "A:last-resort+LR"},
+		}},
+		{"off: withdrawn as before", off, []step{
+			{"peer + + + 5 5", "W:unhealthy"}, {"t t t t", "W:unhealthy"}, {"+ + +", "A:healthy"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { run(t, tt.cfg, tt.steps) })
+	}
+}
+
+// The transition details say why the node is degraded and what that means.
+func TestMachineLastResortDetail(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := NewMachine(MachineConfig{Rise: 2, Fall: 2, TimeoutFall: 3, LastResort: true}, []netip.Prefix{netip.MustParsePrefix("203.0.113.10/32")}, now)
+	var trs []*Transition
+	for _, r := range []ProbeResult{
+		{OK: true, Reason: "ok"}, {OK: true, Reason: "ok"},
+		{Reason: "timeout after 80ms", TimedOut: true}, {Reason: "timeout after 80ms", TimedOut: true}, {Reason: "timeout after 80ms", TimedOut: true},
+		{Reason: "connection refused", Refused: true},
+		{Reason: "HTTP 500: [-]etcd failed", Code: 500},
+	} {
+		now = now.Add(100 * time.Millisecond)
+		if tr := m.Probe(r, now); tr != nil {
+			trs = append(trs, tr)
+		}
+	}
+	var got []string
+	for _, tr := range trs {
+		got = append(got, fmt.Sprintf("%s -> %s (announce %v): %s", tr.From, tr.To, tr.Announce, tr.Detail))
+	}
+	want := []string{
+		"starting -> no-established-peer (announce true): 2 consecutive good probes",
+		"no-established-peer -> last-resort (announce true): 3 consecutive timeouts (timeoutFall 3), last: timeout after 80ms; announced as a last resort, losing to every healthy path",
+		"last-resort -> unhealthy (announce false): 4 consecutive failed probes, last: connection refused; nothing listens, so not kept as a last resort",
+		"unhealthy -> last-resort (announce true): 5 consecutive failed probes, last: HTTP 500: [-]etcd failed; announced as a last resort, losing to every healthy path",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("transitions (-want +got):\n%s", diff)
 	}
 }

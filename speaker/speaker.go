@@ -59,8 +59,8 @@ type Speaker struct {
 	// Owned by Run.
 	inRIB, onLo map[netip.Prefix]bool
 	removeAt    time.Time
-	// ribGraceful: the path in the RIB carries the GRACEFUL_SHUTDOWN attributes.
-	ribGraceful map[netip.Prefix]bool
+	// ribKind: which attributes the path in the RIB carries.
+	ribKind map[netip.Prefix]pathKind
 
 	mu     sync.Mutex
 	status Status
@@ -108,7 +108,7 @@ func New(cfg Config, d Deps) (*Speaker, error) {
 		inRIB:      map[netip.Prefix]bool{},
 		onLo:       map[netip.Prefix]bool{},
 	}
-	s.ribGraceful = map[netip.Prefix]bool{}
+	s.ribKind = map[netip.Prefix]pathKind{}
 	s.status.Decisions = s.newMachine().Decisions()
 	s.status.Rise, s.status.Fall, s.status.TimeoutFall = cfg.Health.Rise, cfg.Health.Fall, cfg.Health.TimeoutFall
 	if cfg.StateFile != "" {
@@ -153,6 +153,7 @@ func (s *Speaker) newMachine() *Machine {
 	if s.cfg.GracefulShutdown.Active() {
 		mc.GracefulWait = s.cfg.GracefulShutdown.Wait
 	}
+	mc.LastResort = s.cfg.LastResort.Enabled
 	return NewMachine(mc, s.vips, s.d.Now())
 }
 
@@ -504,7 +505,13 @@ func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.T
 	now := s.d.Now()
 	if m.Announce() {
 		s.removeAt = time.Time{}
-		graceful := m.GracefulShutdown()
+		kind := pathNormal
+		switch {
+		case m.GracefulShutdown():
+			kind = pathGraceful
+		case m.LastResort():
+			kind = pathLastResort
+		}
 		want := map[netip.Prefix]policy.Attributes{}
 		changed := false
 		for _, v := range s.vips {
@@ -514,14 +521,14 @@ func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.T
 				if err := s.d.Addresses.Add(v); err != nil {
 					log.Error("adding VIP to loopback", "vip", v, "err", err)
 					if s.inRIB[v] {
-						want[v] = s.ribAttrs(s.ribGraceful[v]) // left as it is
+						want[v] = s.ribAttrs(s.ribKind[v]) // left as it is
 					}
 					continue
 				}
 				s.onLo[v] = true
 			}
-			want[v] = s.ribAttrs(graceful)
-			changed = changed || !s.inRIB[v] || s.ribGraceful[v] != graceful
+			want[v] = s.ribAttrs(kind)
+			changed = changed || !s.inRIB[v] || s.ribKind[v] != kind
 		}
 		if !changed {
 			return
@@ -532,7 +539,7 @@ func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.T
 		}
 		for v := range want {
 			if s.onLo[v] {
-				s.inRIB[v], s.ribGraceful[v] = true, graceful
+				s.inRIB[v], s.ribKind[v] = true, kind
 			}
 		}
 		return
@@ -548,7 +555,7 @@ func (s *Speaker) reconcile(ctx context.Context, m *Machine, removeTimer *time.T
 			log.Error("withdrawing VIPs", "err", err)
 		} else {
 			clear(s.inRIB)
-			clear(s.ribGraceful)
+			clear(s.ribKind)
 		}
 	}
 	if !anyOnLo || s.cfg.Loopback.OnWithdraw == OnWithdrawKeep {
@@ -610,11 +617,22 @@ func (s *Speaker) finish(runCtx context.Context, m *Machine, drain bool) error {
 	return errors.Join(errs...)
 }
 
-// ribAttrs are the attributes of the VIP paths, with or without the
-// graceful-shutdown ones.
-func (s *Speaker) ribAttrs(graceful bool) policy.Attributes {
-	if graceful {
+// pathKind says which attributes a VIP path carries.
+type pathKind uint8
+
+const (
+	pathNormal pathKind = iota
+	pathGraceful
+	pathLastResort
+)
+
+// ribAttrs are the attributes of the VIP paths of kind k.
+func (s *Speaker) ribAttrs(k pathKind) policy.Attributes {
+	switch k {
+	case pathGraceful:
 		return s.cfg.Attributes.WithGracefulShutdown(s.cfg.GracefulShutdown)
+	case pathLastResort:
+		return s.cfg.Attributes.WithLastResort(s.cfg.LastResort)
 	}
 	return s.cfg.Attributes
 }
@@ -628,13 +646,17 @@ func (s *Speaker) record(m *Machine, tr *Transition, ps []peers.PeerStatus) {
 				msg = "VIP put back on the loopback"
 			case tr.To == ReasonGracefulShutdown:
 				msg = "VIP announced with GRACEFUL_SHUTDOWN, withdraw follows"
+			case tr.To == ReasonLastResort:
+				msg = "VIP degraded: announced as a last resort, losing to every healthy path"
+			case tr.Announce && tr.From == ReasonLastResort:
+				msg = "VIP announced, no longer a last resort"
 			case tr.Announce && tr.From == ReasonGracefulShutdown:
 				msg = "VIP announced again, graceful shutdown cancelled"
 			case tr.Announce && tr.From != ReasonHealthy && tr.From != ReasonNoPeer:
 				msg = "VIP announced"
 			case tr.Announce:
 				msg = "VIP still announced"
-			case tr.From == ReasonHealthy || tr.From == ReasonNoPeer || tr.From == ReasonGracefulShutdown:
+			case tr.From == ReasonHealthy || tr.From == ReasonNoPeer || tr.From == ReasonGracefulShutdown || tr.From == ReasonLastResort:
 				msg = "VIP withdrawn"
 			}
 			s.d.Log.Info(msg, "vip", d.VIP, "reason", tr.To, "from", tr.From, "detail", tr.Detail)

@@ -60,7 +60,7 @@ func newRunCmd(environ []string) *cobra.Command {
 			}
 			ops := newOperator(cfg, set.vips, log)
 			scfg := cfg.Speaker
-			scfg.Attributes, scfg.StateFile, scfg.GracefulShutdown = set.attrs, cfg.API.StateFile, cfg.Policy.GracefulShutdown
+			scfg.Attributes, scfg.StateFile, scfg.GracefulShutdown, scfg.LastResort = set.attrs, cfg.API.StateFile, cfg.Policy.GracefulShutdown, cfg.Policy.LastResort
 			sp, err := speaker.New(scfg, speaker.Deps{
 				Router: router, Addresses: addrs, Prober: prober, Log: log,
 				Observer: speaker.Observers{ops.observer(), kapi.observer()},

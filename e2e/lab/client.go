@@ -59,29 +59,12 @@ func (l *Lab) StartLoad(o LoadOptions) (*Load, error) {
 	if o.MaxCount <= 0 {
 		o.MaxCount = int(float64(o.Rate) * o.MaxTime.Seconds())
 	}
-	pool := x509.NewCertPool()
-	for _, n := range l.nodes {
-		pem, err := os.ReadFile(n.CertFile())
-		if err != nil || !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: apiserver certificate: %v", n.Name, err)
-		}
+	client, err := l.vipClient(o.Timeout)
+	if err != nil {
+		return nil, err
 	}
-	vip := netip.AddrPortFrom(VIP4.Addr(), APIServerPort).String()
-	ld := &Load{opts: o, stop: make(chan struct{}), done: make(chan struct{})}
-	ld.client = &http.Client{
-		Timeout: o.Timeout,
-		Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "kubernetes"},
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				if addr != vip {
-					return nil, fmt.Errorf("load client only dials the VIP, not %s", addr)
-				}
-				return dialIn(ctx, l.clientNS, network, addr)
-			},
-			DisableKeepAlives: true,
-		},
-	}
-	url := "https://" + vip + "/version"
+	ld := &Load{opts: o, stop: make(chan struct{}), done: make(chan struct{}), client: client}
+	url := "https://" + netip.AddrPortFrom(VIP4.Addr(), APIServerPort).String() + "/version"
 	go func() {
 		defer close(ld.done)
 		var wg sync.WaitGroup
@@ -106,6 +89,50 @@ func (l *Lab) StartLoad(o LoadOptions) (*Load, error) {
 		}
 	}()
 	return ld, nil
+}
+
+// vipClient is an HTTPS client in the client namespace that dials only
+// the lab's IPv4 VIP and trusts every node's apiserver certificate, one
+// new connection per request.
+func (l *Lab) vipClient(timeout time.Duration) (*http.Client, error) {
+	pool := x509.NewCertPool()
+	for _, n := range l.nodes {
+		pem, err := os.ReadFile(n.CertFile())
+		if err != nil || !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: apiserver certificate: %v", n.Name, err)
+		}
+	}
+	vip := netip.AddrPortFrom(VIP4.Addr(), APIServerPort).String()
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "kubernetes"},
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if addr != vip {
+					return nil, fmt.Errorf("VIP client only dials the VIP, not %s", addr)
+				}
+				return dialIn(ctx, l.clientNS, network, addr)
+			},
+			DisableKeepAlives: true,
+		},
+	}, nil
+}
+
+// ClientGet sends one GET for path to https://VIP:6443 from the client
+// namespace and returns the HTTP status and the start of the body; any
+// status is an answer.
+func (l *Lab) ClientGet(path string, timeout time.Duration) (code int, body string, err error) {
+	c, err := l.vipClient(timeout)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := c.Get("https://" + netip.AddrPortFrom(VIP4.Addr(), APIServerPort).String() + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	return resp.StatusCode, string(b), nil
 }
 
 func (ld *Load) one(url string) Request {

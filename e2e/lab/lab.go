@@ -99,6 +99,11 @@ type Options struct {
 	// so the other scenarios see a drain or SIGTERM withdraw at once.
 	GracefulShutdownWait time.Duration
 
+	// LastResort is vipcast's policy.lastResort as a YAML flow mapping,
+	// e.g. "{enabled: true, prepend: 4}". Empty turns it off, so the other
+	// scenarios see a failing node withdraw, as they were written for.
+	LastResort string
+
 	// Kubeconfig gives each node's vipcast node.name and a kubeconfig for
 	// its own apiserver (admin token), and creates the Node objects, so
 	// vipcast records Kubernetes Events (see kube.go).

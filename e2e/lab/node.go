@@ -337,7 +337,11 @@ func (n *Node) writeVipcastConfig() error {
 	if o.GracefulShutdownWait > 0 {
 		gshut = fmt.Sprintf("gracefulShutdown: {enabled: true, wait: %s}", dur(o.GracefulShutdownWait))
 	}
-	fmt.Fprintf(&b, "policy: {communities: [%s], med: %d, %s}\n", strings.Join(q, ", "), o.MED, gshut)
+	last := o.LastResort
+	if last == "" {
+		last = "{enabled: false}"
+	}
+	fmt.Fprintf(&b, "policy: {communities: [%s], med: %d, %s, lastResort: %s}\n", strings.Join(q, ", "), o.MED, gshut, last)
 	b.WriteString(n.kubeVipcastConfig())
 	return os.WriteFile(n.ConfigFile(), []byte(b.String()), 0o644)
 }

@@ -33,6 +33,7 @@ const (
 	ReasonNotReady   = "VIPNotAnnounced"       // Normal: withdrawn for another reason (e.g. back to starting)
 	ReasonLoRestored = "VIPRestoredOnLoopback" // Warning: a VIP was removed from the loopback behind vipcast's back; put back, route kept
 	ReasonLoFailed   = "VIPLoopbackFailed"     // Warning: a VIP removed from the loopback could not be put back; withdrawn
+	ReasonLastResort = "VIPLastResort"         // Warning: the local apiserver fails its probes but answers; announced as a last resort, losing to every healthy path
 	EventsNamespace  = metav1.NamespaceDefault // where Events about cluster-scoped Nodes go
 	ReportingName    = "vipcast.io/vipcast"
 	EventsQueueDepth = 64
@@ -246,6 +247,8 @@ func Classify(tr speaker.Transition) (typ, reason, action string) {
 		return corev1.EventTypeNormal, ReasonGraceful, "Drain"
 	case tr.To == speaker.ReasonShuttingDown:
 		return corev1.EventTypeNormal, ReasonShutdown, "Withdraw"
+	case tr.To == speaker.ReasonLastResort:
+		return corev1.EventTypeWarning, ReasonLastResort, "Degrade"
 	case tr.To == speaker.ReasonNoPeer && tr.From == speaker.ReasonHealthy:
 		return corev1.EventTypeWarning, ReasonNoPeer, "Announce"
 	case tr.Announce:

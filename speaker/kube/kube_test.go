@@ -161,6 +161,11 @@ func TestClassify(t *testing.T) {
 		{speaker.ReasonUnhealthy, speaker.ReasonDamped, false, corev1.EventTypeWarning, ReasonDamped, nil},
 		{speaker.ReasonHealthy, speaker.ReasonDrained, false, corev1.EventTypeNormal, ReasonDrained, nil},
 		{speaker.ReasonHealthy, speaker.ReasonShuttingDown, false, corev1.EventTypeNormal, ReasonShutdown, nil},
+		{speaker.ReasonHealthy, speaker.ReasonLastResort, true, corev1.EventTypeWarning, ReasonLastResort, nil},
+		{speaker.ReasonUnhealthy, speaker.ReasonLastResort, true, corev1.EventTypeWarning, ReasonLastResort, nil},
+		{speaker.ReasonLastResort, speaker.ReasonHealthy, true, corev1.EventTypeNormal, ReasonAnnounced, nil},
+		{speaker.ReasonLastResort, speaker.ReasonUnhealthy, false, corev1.EventTypeWarning, ReasonWithdrawn, nil},
+		{speaker.ReasonLastResort, speaker.ReasonDrained, false, corev1.EventTypeNormal, ReasonDrained, nil},
 	}
 	for _, tt := range tests {
 		typ, reason, _ := Classify(speaker.Transition{From: tt.from, To: tt.to, Announce: tt.announce, Loopback: tt.lo})

@@ -55,6 +55,7 @@ type Metrics struct {
 	reg            *prometheus.Registry
 	vipAdvertised  *prometheus.GaugeVec
 	vipAnnounced   *prometheus.GaugeVec
+	vipLastResort  *prometheus.GaugeVec
 	checks         *prometheus.CounterVec
 	checkDuration  prometheus.Histogram
 	peerState      *prometheus.GaugeVec
@@ -82,6 +83,10 @@ func New(version string, vips []netip.Prefix) *Metrics {
 		vipAnnounced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "vipcast_vip_announced",
 			Help: "1 if the VIP is in the local RIB and on the loopback, else 0.",
+		}, []string{"vip"}),
+		vipLastResort: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vipcast_vip_last_resort",
+			Help: "1 while the VIP is announced as a last resort (the local apiserver fails its probes but answers; policy.lastResort), with attributes that lose to every healthy path, else 0.",
 		}, []string{"vip"}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vipcast_health_checks_total",
@@ -130,12 +135,13 @@ func New(version string, vips []netip.Prefix) *Metrics {
 		}
 		return 0
 	})
-	m.reg.MustRegister(m.vipAdvertised, m.vipAnnounced, m.checks, m.checkDuration, m.peerState,
+	m.reg.MustRegister(m.vipAdvertised, m.vipAnnounced, m.vipLastResort, m.checks, m.checkDuration, m.peerState,
 		m.transitions, m.lastTransition, m.loRemovals, drained, m.bfd, m.prefixLimit, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, v := range vips {
 		m.vipAdvertised.WithLabelValues(v.String()).Set(0)
 		m.vipAnnounced.WithLabelValues(v.String()).Set(0)
+		m.vipLastResort.WithLabelValues(v.String()).Set(0)
 		m.loRemovals.WithLabelValues(v.String(), "restored")
 		m.loRemovals.WithLabelValues(v.String(), "failed")
 	}
@@ -190,6 +196,7 @@ func (m *Metrics) OnTransition(t speaker.Transition, ds []speaker.Decision) {
 	for _, d := range ds {
 		m.vipAdvertised.WithLabelValues(d.VIP.String()).Set(b2f(d.Advertised))
 		m.vipAnnounced.WithLabelValues(d.VIP.String()).Set(b2f(d.Announce))
+		m.vipLastResort.WithLabelValues(d.VIP.String()).Set(b2f(d.LastResort))
 	}
 }
 
