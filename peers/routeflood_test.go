@@ -18,6 +18,7 @@ import (
 
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/policy"
 )
 
@@ -30,6 +31,7 @@ type floodRouter struct {
 	ln      net.Listener
 	offered atomic.Int64 // in all sessions
 	limit   int64        // the table's size, and the most offered in all
+	serving atomic.Int32 // sessions not yet closed by both ends
 	wg      sync.WaitGroup
 }
 
@@ -71,6 +73,8 @@ func readMsg(c net.Conn) (*bgp.BGPMessage, error) {
 }
 
 func (r *floodRouter) serve(c net.Conn) {
+	r.serving.Add(1)
+	defer r.serving.Add(-1)
 	defer c.Close()
 	if m, err := readMsg(c); err != nil || m.Header.Type != bgp.BGP_MSG_OPEN {
 		return
@@ -185,6 +189,13 @@ func TestGoBGPRouteFloodBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Stop(ctx) })
+	// GoBGP v3.37 races on Stop: StopBgp clears the global config that the
+	// session's receive goroutine still reads while parsing an UPDATE
+	// (peers/session_options_test.go). Stop only once the flooded session
+	// is closed at both ends, so no UPDATE is left in flight.
+	t.Cleanup(func() {
+		testutil.Eventually(t, "the flooded session to close before Stop", func() bool { return r.serving.Load() == 0 })
+	})
 
 	// Sample the heap until the limit closed the session (it then stays
 	// down), every route was offered (unlimited), or the deadline.
