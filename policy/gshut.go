@@ -44,22 +44,31 @@ func (g GracefulShutdownConfig) validate() []error {
 // community added (once) and the optional local preference and MED of g.
 // a itself is not modified.
 func (a Attributes) WithGracefulShutdown(g GracefulShutdownConfig) Attributes {
+	return a.overlay([]Community{GracefulShutdown}, g.MED, g.LocalPref)
+}
+
+// overlay returns a copy of a with comms added (each once) and med and
+// localPref, where set, in place of a's. a is not modified: the healthy
+// attributes stay shared by every other state.
+func (a Attributes) overlay(comms []Community, med, localPref *uint32) Attributes {
 	out := Attributes{
 		Communities:      slices.Clone(a.Communities),
 		LargeCommunities: slices.Clone(a.LargeCommunities),
 		MED:              a.MED,
 		LocalPref:        a.LocalPref,
 	}
-	if !slices.Contains(out.Communities, GracefulShutdown) {
-		out.Communities = append(out.Communities, GracefulShutdown)
+	for _, c := range comms {
+		if !slices.Contains(out.Communities, c) {
+			out.Communities = append(out.Communities, c)
+		}
 	}
-	if g.LocalPref != nil {
-		v := *g.LocalPref
-		out.LocalPref = &v
-	}
-	if g.MED != nil {
-		v := *g.MED
+	if med != nil {
+		v := *med
 		out.MED = &v
+	}
+	if localPref != nil {
+		v := *localPref
+		out.LocalPref = &v
 	}
 	return out
 }

@@ -90,27 +90,8 @@ func (c Config) validateLastResort() []error {
 // l's communities added, l's MED and local preference in place of a's. The
 // prepend is the session's (see Export's LastResort). a is not modified.
 func (a Attributes) WithLastResort(l LastResortConfig) Attributes {
-	out := Attributes{
-		Communities:      slices.Clone(a.Communities),
-		LargeCommunities: slices.Clone(a.LargeCommunities),
-		MED:              a.MED,
-		LocalPref:        a.LocalPref,
-	}
-	comms, _ := l.communities(nil)
-	for _, c := range append(comms, LastResortMarker) {
-		if !slices.Contains(out.Communities, c) {
-			out.Communities = append(out.Communities, c)
-		}
-	}
-	if l.MED != nil {
-		v := *l.MED
-		out.MED = &v
-	}
-	if l.LocalPref != nil {
-		v := *l.LocalPref
-		out.LocalPref = &v
-	}
-	return out
+	comms, _ := l.communities(nil) // validated
+	return a.overlay(append(comms, LastResortMarker), l.MED, l.LocalPref)
 }
 
 // IsLastResort reports whether a marks a last-resort path.

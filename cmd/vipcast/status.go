@@ -164,35 +164,36 @@ func newStatusCmd(environ []string) *cobra.Command {
 }
 
 func printMessage(w io.Writer, format string, m proto.Message, table func(io.Writer)) error {
-	switch format {
-	case "json":
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(w, string(b))
-		return err
-	case "yaml":
-		b, err := protojson.Marshal(m)
-		if err != nil {
-			return err
-		}
-		// JSON is YAML: decode into a node to keep the field order, then
-		// print it in block style.
-		var n yaml.Node
-		if err := yaml.Unmarshal(b, &n); err != nil {
-			return err
-		}
-		blockStyle(&n)
-		out, err := yaml.Marshal(&n)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(out)
+	if format != "json" && format != "yaml" {
+		table(w)
+		return nil
+	}
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
 		return err
 	}
-	table(w)
-	return nil
+	return printEncoded(w, format, b)
+}
+
+// printEncoded prints the JSON document b as format, json or yaml.
+func printEncoded(w io.Writer, format string, b []byte) error {
+	if format == "json" {
+		_, err := fmt.Fprintln(w, string(b))
+		return err
+	}
+	// JSON is YAML: decode into a node to keep the field order, then
+	// print it in block style.
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err != nil {
+		return err
+	}
+	blockStyle(&n)
+	out, err := yaml.Marshal(&n)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(out)
+	return err
 }
 
 func blockStyle(n *yaml.Node) {

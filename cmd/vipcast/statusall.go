@@ -210,34 +210,15 @@ func statusFromAPI(node string, st *apiv1.GetStatusResponse) kube.NodeStatus {
 }
 
 func printAll(w io.Writer, format string, st clusterStatus, now time.Time) error {
-	switch format {
-	case "json":
-		b, err := json.MarshalIndent(st, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(w, string(b))
-		return err
-	case "yaml":
-		b, err := json.Marshal(st)
-		if err != nil {
-			return err
-		}
-		// Through JSON, so the field names and order are the same.
-		var n yaml.Node
-		if err := yaml.Unmarshal(b, &n); err != nil {
-			return err
-		}
-		blockStyle(&n)
-		out, err := yaml.Marshal(&n)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(out)
+	if format != "json" && format != "yaml" {
+		printAllTable(w, st, now)
+		return nil
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
 		return err
 	}
-	printAllTable(w, st, now)
-	return nil
+	return printEncoded(w, format, b)
 }
 
 func printAllTable(w io.Writer, st clusterStatus, now time.Time) {
