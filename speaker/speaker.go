@@ -174,7 +174,12 @@ func (s *Speaker) Run(ctx context.Context) error {
 		if stop {
 			return err
 		}
-		if stop, err := l.apply(ctx, tr); stop {
+		stop, err = l.apply(ctx, tr)
+		if l.drainApplied != nil {
+			close(l.drainApplied)
+			l.drainApplied = nil
+		}
+		if stop {
 			return err
 		}
 	}
@@ -212,6 +217,8 @@ func (s *Speaker) begin(ctx context.Context) (*Machine, error) {
 type loop struct {
 	s *Speaker
 	m *Machine
+	// drainApplied is the pending drain request's, closed once applied.
+	drainApplied chan struct{}
 
 	results    chan ProbeResult
 	nextProbe  chan time.Time
@@ -294,6 +301,7 @@ func (l *loop) next(ctx context.Context) (tr *Transition, stop bool, err error) 
 	case r := <-l.results:
 		tr = l.onProbe(r)
 	case req := <-s.drainCh:
+		l.drainApplied = req.applied
 		tr = l.onDrain(ctx, req)
 	case <-l.peerTick.C:
 		tr = l.refreshPeers(ctx)

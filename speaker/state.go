@@ -143,14 +143,24 @@ func (s *Speaker) SetDrainedReason(ctx context.Context, drained bool, reason str
 	// The API refuses a longer reason; this keeps every other caller
 	// within the bound too.
 	reason = truncateReason(reason)
+	req := drainReq{drained: drained, reason: reason, applied: make(chan struct{})}
 	select {
-	case s.drainCh <- drainReq{drained: drained, reason: reason}:
+	case s.drainCh <- req:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.shutdownCh:
 		return errors.New("speaker is shutting down")
 	case <-s.lc.done:
 		return errors.New("speaker is not running")
+	}
+	// Return once the loop has acted on it and recorded the status, so a
+	// caller that reads Status next sees the drain (the CLI did not, under
+	// load).
+	select {
+	case <-req.applied:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.lc.done:
 	}
 	s.mu.Lock()
 	if drained {
@@ -176,4 +186,5 @@ func (s *Speaker) SetDrainedReason(ctx context.Context, drained bool, reason str
 type drainReq struct {
 	drained bool
 	reason  string
+	applied chan struct{} // closed by the loop once the change is applied and recorded
 }

@@ -447,21 +447,11 @@ const exitNotPersisted = 3
 // policy.gracefulShutdown.wait before they are withdrawn.
 func drainedMessage(ctx context.Context, client apiv1.VipcastServiceClient) string {
 	const after = "; they stay withdrawn until vipcast undrain"
-	// The speaker's loop applies the drain just after the call returns:
-	// wait (briefly) until the status shows it.
-	var st *apiv1.GetStatusResponse
-	for range 20 {
-		var err error
-		if st, err = client.GetStatus(ctx, &apiv1.GetStatusRequest{}); err != nil {
-			return "drained: the VIPs are being withdrawn" + after
-		}
-		if drainApplied(st) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
+	// The Drain call returns once the speaker's loop has applied it, so
+	// the status shows it.
+	st, err := client.GetStatus(ctx, &apiv1.GetStatusRequest{})
+	if err != nil {
+		return "drained: the VIPs are being withdrawn" + after
 	}
 	withdrawing := false
 	for _, v := range st.GetVips() {
@@ -477,15 +467,4 @@ func drainedMessage(ctx context.Context, client apiv1.VipcastServiceClient) stri
 		return "drained: the VIPs are being withdrawn" + after
 	}
 	return "drained: the VIPs are withdrawn" + after
-}
-
-// drainApplied: every advertised VIP shows the drain (or its graceful
-// shutdown).
-func drainApplied(st *apiv1.GetStatusResponse) bool {
-	for _, v := range st.GetVips() {
-		if r := v.GetReason(); v.GetAdvertised() && r != string(speaker.ReasonDrained) && r != string(speaker.ReasonGracefulShutdown) {
-			return false
-		}
-	}
-	return true
 }
