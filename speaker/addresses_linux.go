@@ -2,6 +2,7 @@ package speaker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,7 +58,7 @@ type Loopback struct {
 	ns *netns.NsHandle
 	// diag (NETLINK_INET_DIAG, same namespace as h) aborts the connections
 	// left on a removed VIP; nil: they are left to time out.
-	diag *netlink.Handle
+	diag *sockDiag
 	// rt is a raw NETLINK_ROUTE socket in h's namespace, for the address
 	// protocol the netlink library cannot set or read; nil: IPv6 VIPs are
 	// added unmarked, and only configured ones are cleaned up.
@@ -80,7 +81,7 @@ func NewLoopback(ifname string, log *slog.Logger) (*Loopback, error) {
 		h.Close()
 		return nil, err
 	}
-	if l.diag, err = netlink.NewHandle(unix.NETLINK_INET_DIAG); err != nil {
+	if l.diag, err = sockDiagAt(netns.None()); err != nil {
 		l.log.Warn("no sock_diag: connections on a removed VIP are left to time out", "err", err)
 	}
 	if l.rt, err = routeSocketAt(netns.None()); err != nil {
@@ -320,35 +321,138 @@ const tcpListen = 10
 // controller-manager to lose its leader lease and exit. Aborted (like
 // `ss -K`), they fail at once, ECONNABORTED here and a RST to a remote
 // peer, and their clients reconnect through the VIP to another node.
-// Listeners stay. Best effort: failures are logged, never returned. IPv6
-// VIPs are skipped: the netlink library destroys IPv4 sockets only.
+// Listeners stay. Best effort: failures are logged, never returned.
+//
+// An IPv4 VIP's connections are looked for among the IPv6 sockets too:
+// a server listening on [::] (kube-apiserver, like kubeadm sets it up, and
+// Go's default for ":port") accepts them as IPv6 sockets with the
+// IPv4-mapped local address ::ffff:VIP; missed, they kept a SIGTERMed
+// apiserver waiting a minute on a watch to a client now routed elsewhere.
 func (l *Loopback) resetConns(vip netip.Prefix) {
-	if l.diag == nil || !vip.Addr().Is4() {
+	if l.diag == nil {
 		return
 	}
-	socks, err := l.diag.SocketDiagTCP(unix.AF_INET)
-	if err != nil {
-		l.log.Warn("listing the connections on a removed vip", "vip", vip, "err", err)
-		return
+	// The kernel dumps one family per request (sk_family); an IPv6 VIP has
+	// no IPv4 sockets.
+	families := []uint8{unix.AF_INET6}
+	if vip.Addr().Is4() {
+		families = []uint8{unix.AF_INET, unix.AF_INET6}
 	}
-	ip := net.IP(vip.Addr().AsSlice())
 	reset, failed := 0, 0
-	for _, s := range socks {
-		if s.State == tcpListen || !s.ID.Source.Equal(ip) {
+	for _, fam := range families {
+		socks, err := l.diag.list.SocketDiagTCP(fam)
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) { // interrupted: still abort those listed
+			l.log.Warn("listing the connections on a removed vip", "vip", vip, "family", fam, "err", err)
 			continue
 		}
-		local := &net.TCPAddr{IP: s.ID.Source, Port: int(s.ID.SourcePort)}
-		remote := &net.TCPAddr{IP: s.ID.Destination, Port: int(s.ID.DestinationPort)}
-		if err := l.diag.SocketDestroy(local, remote); err != nil && !errors.Is(err, unix.ENOENT) {
-			failed++
-			l.log.Debug("connection on a removed vip not reset", "vip", vip, "local", local, "remote", remote, "err", err)
-			continue
+		for _, s := range socks {
+			// Unmap: an IPv4 VIP matches its IPv4-mapped form too; an IPv6
+			// VIP is never IPv4-mapped (checkVIP).
+			local, _ := netip.AddrFromSlice(s.ID.Source)
+			if s.State == tcpListen || local.Unmap() != vip.Addr() {
+				continue
+			}
+			if err := l.diag.destroy(s); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESTALE) {
+				failed++
+				remote, _ := netip.AddrFromSlice(s.ID.Destination)
+				l.log.Debug("connection on a removed vip not reset", "vip", vip,
+					"local", netip.AddrPortFrom(local.Unmap(), s.ID.SourcePort),
+					"remote", netip.AddrPortFrom(remote.Unmap(), s.ID.DestinationPort), "err", err)
+				continue
+			}
+			reset++
 		}
-		reset++
 	}
 	if reset > 0 || failed > 0 {
 		l.log.Info("connections on the removed vip reset", "vip", vip, "reset", reset, "failed", failed)
 	}
+}
+
+// sockDiag lists and aborts TCP sockets through NETLINK_INET_DIAG, both
+// sockets in the Loopback's network namespace. The netlink library lists
+// both families, but its SocketDestroy takes IPv4 addresses only (v1.3.1)
+// and hides its socket, so aborting goes through a raw socket of our own.
+type sockDiag struct {
+	list *netlink.Handle
+	raw  *nl.SocketHandle
+}
+
+// sockDiagAt opens the sock_diag sockets in ns (netns.None(): the calling
+// thread's).
+func sockDiagAt(ns netns.NsHandle) (*sockDiag, error) {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag handle: %w", err)
+	}
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_INET_DIAG)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("sock_diag socket: %w", err)
+	}
+	return &sockDiag{list: h, raw: &nl.SocketHandle{Socket: s}}, nil
+}
+
+func (d *sockDiag) Close() {
+	d.list.Close()
+	d.raw.Close()
+}
+
+// destroy aborts the socket s, as listed by SocketDiagTCP, with
+// SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY; what `ss -K` sends). The request
+// names the socket by the family, addresses, ports, interface and cookie
+// the dump reported, so it hits that very socket: the kernel answers
+// ESTALE if a new socket took over the 4-tuple meanwhile, ENOENT if it is
+// gone. IPv4-mapped addresses stay in an AF_INET6 request; the kernel
+// looks them up in the IPv4 table, where such sockets are hashed.
+func (d *sockDiag) destroy(s *netlink.Socket) error {
+	req := &nl.NetlinkRequest{
+		NlMsghdr: unix.NlMsghdr{
+			Len:   uint32(unix.SizeofNlMsghdr),
+			Type:  nl.SOCK_DESTROY,
+			Flags: unix.NLM_F_REQUEST | unix.NLM_F_ACK,
+		},
+		Sockets: map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: d.raw},
+	}
+	req.AddData(inetDiagReq{family: s.Family, id: s.ID})
+	_, err := req.Execute(unix.NETLINK_INET_DIAG, 0)
+	return err
+}
+
+// inetDiagReq is struct inet_diag_req_v2 (linux/inet_diag.h) for one TCP
+// socket:
+//
+//	u8 family, protocol, ext, pad; u32 states;
+//	inet_diag_sockid: be16 sport, dport; be32 src[4], dst[4]; u32 if, cookie[2]
+//
+// An AF_INET address fills the first 4 bytes of src/dst, an AF_INET6 one
+// all 16.
+type inetDiagReq struct {
+	family uint8
+	id     netlink.SocketID
+}
+
+const sizeofInetDiagReq = 56
+
+func (r inetDiagReq) Len() int { return sizeofInetDiagReq }
+
+func (r inetDiagReq) Serialize() []byte {
+	b := make([]byte, sizeofInetDiagReq)
+	b[0] = r.family
+	b[1] = unix.IPPROTO_TCP
+	// ext, pad: 0. states: 0, ignored by SOCK_DESTROY.
+	binary.BigEndian.PutUint16(b[8:], r.id.SourcePort)
+	binary.BigEndian.PutUint16(b[10:], r.id.DestinationPort)
+	src, dst := r.id.Source.To16(), r.id.Destination.To16()
+	if r.family == unix.AF_INET {
+		src, dst = r.id.Source.To4(), r.id.Destination.To4()
+	}
+	copy(b[12:28], src)
+	copy(b[28:44], dst)
+	ne := nl.NativeEndian()
+	ne.PutUint32(b[44:], r.id.Interface)
+	ne.PutUint32(b[48:], r.id.Cookie[0])
+	ne.PutUint32(b[52:], r.id.Cookie[1])
+	return b
 }
 
 // Cleanup removes every address on the interface that is in vips, carries

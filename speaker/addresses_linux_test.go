@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -19,7 +20,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -636,11 +639,7 @@ func TestLoopbackRemoveResetsConnections(t *testing.T) {
 			rec := &slogRecorder{}
 			l, ns, _ := newTestLoopback(t, rec)
 			if tt.diag {
-				d, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
-				if err != nil {
-					t.Fatalf("sock_diag handle: %v", err)
-				}
-				l.diag = d
+				setTestDiag(t, l, ns)
 			}
 			vip := netip.MustParsePrefix("203.0.113.10/32")
 			if err := l.Add(vip); err != nil {
@@ -689,6 +688,181 @@ func TestLoopbackRemoveResetsConnections(t *testing.T) {
 				}
 				return c.Close()
 			})
+		})
+	}
+}
+
+// TestLoopbackRemoveResetsDualStackConnections: kube-apiserver (kubeadm's
+// default) listens on [::]:6443, so the connections it accepts on an IPv4
+// VIP are IPv6 sockets with the IPv4-mapped local address ::ffff:VIP. They
+// must be aborted with the VIP too: a SIGTERMed apiserver otherwise hangs on
+// a watch whose client, now routed to another node, never answers. IPv6 VIPs
+// likewise. Both ends are checked: the accepted (server) socket, which the
+// client's RST cannot reach once the VIP is gone, and the client's.
+func TestLoopbackRemoveResetsDualStackConnections(t *testing.T) {
+	tests := []struct {
+		name string
+		vip  netip.Prefix
+	}{
+		{"ipv4 vip, listener on [::]", netip.MustParsePrefix("203.0.113.10/32")},
+		{"ipv6 vip, listener on [::]", netip.MustParsePrefix("2001:db8::10/128")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, ns, _ := newTestLoopback(t, nil)
+			setTestDiag(t, l, ns)
+			if err := l.Add(tt.vip); err != nil {
+				t.Fatalf("Add: %v", err)
+			}
+			var ln net.Listener
+			var client, server net.Conn
+			inNetns(t, ns, func() error {
+				var err error
+				// Go's default for ":port": one IPv6 socket for both families.
+				if ln, err = net.Listen("tcp", "[::]:0"); err != nil {
+					return err
+				}
+				// An IPv6 address's local route comes from the kernel's
+				// addrconf work, just after the add: until then,
+				// ENETUNREACH.
+				to := netip.AddrPortFrom(tt.vip.Addr(), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+				if !testutil.Poll(10*time.Second, func() bool {
+					client, err = net.Dial("tcp", to)
+					return err == nil
+				}) {
+					return fmt.Errorf("dial %s: %w", to, err)
+				}
+				server, err = ln.Accept()
+				return err
+			})
+			t.Cleanup(func() { ln.Close(); client.Close(); server.Close() })
+			if got := sockDomain(t, server); got != unix.AF_INET6 {
+				t.Fatalf("accepted socket domain = %d, want AF_INET6 (%d): the test needs a dual-stack listener", got, unix.AF_INET6)
+			}
+			if got, _ := netip.AddrFromSlice(client.LocalAddr().(*net.TCPAddr).IP); got.Unmap() != tt.vip.Addr() {
+				t.Fatalf("client source = %s, want the VIP", got)
+			}
+			if n := len(connsOn(t, ns, tt.vip.Addr())); n != 2 {
+				t.Fatalf("%d connections on the VIP before Remove, want 2 (client and server)", n)
+			}
+
+			if err := l.Remove(tt.vip); err != nil {
+				t.Fatalf("Remove: %v", err)
+			}
+			testutil.Eventually(t, "no connection left on the removed VIP", func() bool {
+				return len(connsOn(t, ns, tt.vip.Addr())) == 0
+			}, func() string { return fmt.Sprint(connsOn(t, ns, tt.vip.Addr())) })
+			for _, c := range []struct {
+				end  string
+				conn net.Conn
+			}{{"server", server}, {"client", client}} {
+				// Generous: an aborted socket fails at once; only a missed
+				// one waits this long.
+				_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err := c.conn.Read(make([]byte, 1))
+				var ne net.Error
+				if err == nil || errors.As(err, &ne) && ne.Timeout() {
+					t.Errorf("%s Read after Remove: %v, want the connection aborted", c.end, err)
+				}
+			}
+		})
+	}
+}
+
+// setTestDiag gives l a sock_diag socket in ns, as NewLoopback does in the
+// caller's namespace.
+func setTestDiag(t *testing.T, l *Loopback, ns netns.NsHandle) {
+	t.Helper()
+	d, err := sockDiagAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.diag = d
+}
+
+// sockDomain returns the address family of c's socket (SO_DOMAIN).
+func sockDomain(t *testing.T, c net.Conn) int {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dom int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { dom, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatalf("SO_DOMAIN: %v", serr)
+	}
+	return dom
+}
+
+// connsOn lists, through a sock_diag socket of the test's own, the TCP
+// sockets in ns other than listeners whose local address is a (IPv4-mapped
+// or not), both families, as "family local remote state".
+func connsOn(t *testing.T, ns netns.NsHandle, a netip.Addr) []string {
+	t.Helper()
+	d, err := netlink.NewHandleAt(ns, unix.NETLINK_INET_DIAG)
+	if err != nil {
+		t.Fatalf("sock_diag handle: %v", err)
+	}
+	defer d.Close()
+	var out []string
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := d.SocketDiagTCP(fam)
+		if err != nil {
+			t.Fatalf("list TCP sockets (family %d): %v", fam, err)
+		}
+		for _, s := range socks {
+			src, _ := netip.AddrFromSlice(s.ID.Source)
+			if s.State == tcpListen || src.Unmap() != a {
+				continue
+			}
+			out = append(out, fmt.Sprintf("%d %s %s state %d", s.Family,
+				netip.AddrPortFrom(src, s.ID.SourcePort), net.JoinHostPort(s.ID.Destination.String(), fmt.Sprint(s.ID.DestinationPort)), s.State))
+		}
+	}
+	return out
+}
+
+// TestInetDiagReqSerialize pins the layout of struct inet_diag_req_v2 that
+// the SOCK_DESTROY request carries: a wrong offset would make the kernel
+// look up another (or no) socket, which the netns test sees only as
+// "not reset".
+func TestInetDiagReqSerialize(t *testing.T) {
+	ne := func(v uint32) []byte { b := make([]byte, 4); nl.NativeEndian().PutUint32(b, v); return b }
+	tail := slices.Concat(ne(7), ne(0x11223344), ne(0x55667788)) // if, cookie[0], cookie[1]
+	id := func(src, dst string) netlink.SocketID {
+		return netlink.SocketID{SourcePort: 6443, DestinationPort: 0xabcd,
+			Source: net.ParseIP(src), Destination: net.ParseIP(dst),
+			Interface: 7, Cookie: [2]uint32{0x11223344, 0x55667788}}
+	}
+	head := []byte{0, unix.IPPROTO_TCP, 0, 0, 0, 0, 0, 0, 0x19, 0x2b, 0xab, 0xcd}
+	zero12 := make([]byte, 12)
+	tests := []struct {
+		name string
+		req  inetDiagReq
+		want []byte
+	}{
+		{"ipv4", inetDiagReq{unix.AF_INET, id("203.0.113.10", "192.0.2.13")},
+			slices.Concat(head, []byte{203, 0, 113, 10}, zero12, []byte{192, 0, 2, 13}, zero12, tail)},
+		{"ipv4-mapped ipv6", inetDiagReq{unix.AF_INET6, id("::ffff:203.0.113.10", "::ffff:192.0.2.13")},
+			slices.Concat(head, net.ParseIP("::ffff:203.0.113.10"), net.ParseIP("::ffff:192.0.2.13"), tail)},
+		{"ipv6", inetDiagReq{unix.AF_INET6, id("2001:db8::10", "2001:db8::1")},
+			slices.Concat(head, net.ParseIP("2001:db8::10"), net.ParseIP("2001:db8::1"), tail)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := slices.Clone(tt.want)
+			want[0] = tt.req.family
+			got := tt.req.Serialize()
+			if len(got) != tt.req.Len() {
+				t.Errorf("len(Serialize()) = %d, Len() = %d", len(got), tt.req.Len())
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Serialize() mismatch (-want +got):\n%s", diff)
+			}
 		})
 	}
 }
