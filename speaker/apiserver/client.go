@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -72,17 +71,9 @@ func checkSocket(path string) error {
 }
 
 func clientTLS(c ClientConfig) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	cert, pool, err := loadMTLS(c.CertFile, c.KeyFile, c.CAFile, "--cert/--key", "--ca")
 	if err != nil {
-		return nil, fmt.Errorf("--cert/--key: %w", err)
-	}
-	pem, err := os.ReadFile(c.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("--ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("--ca: %s holds no PEM certificate", c.CAFile)
+		return nil, err
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS13}, nil
 }

@@ -184,17 +184,9 @@ type namedUnixListener struct {
 func (l *namedUnixListener) Addr() net.Addr { return l.addr }
 
 func serverTLS(t TCPConfig) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	cert, pool, err := loadMTLS(t.CertFile, t.KeyFile, t.CAFile, "api.tcp.certFile/keyFile", "api.tcp.caFile")
 	if err != nil {
-		return nil, fmt.Errorf("api.tcp.certFile/keyFile: %w", err)
-	}
-	pem, err := os.ReadFile(t.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("api.tcp.caFile: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("api.tcp.caFile: %s holds no PEM certificate", t.CAFile)
+		return nil, err
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
@@ -202,4 +194,23 @@ func serverTLS(t TCPConfig) (*tls.Config, error) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS13,
 	}, nil
+}
+
+// loadMTLS reads one side of mutual TLS: its key pair and the CA that
+// verifies the other side. Errors name the setting (certField, caField)
+// as the user wrote it: a config key for the server, a flag for the client.
+func loadMTLS(certFile, keyFile, caFile, certField, caField string) (tls.Certificate, *x509.CertPool, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("%s: %w", certField, err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("%s: %w", caField, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return tls.Certificate{}, nil, fmt.Errorf("%s: %s holds no PEM certificate", caField, caFile)
+	}
+	return cert, pool, nil
 }
