@@ -325,16 +325,22 @@ func TestManagerSendsFromEphemeralPortWithTTL255(t *testing.T) {
 // once did), so it tries again with another.
 func newManager(t *testing.T, cfg Config) (*Manager, uint16) {
 	t.Helper()
+	// A port freePort found can be taken before New binds it (other
+	// packages' tests run in parallel), so pick again on EADDRINUSE.
 	pick := cfg.Port == 0
+	pickMultihop := cfg.Multihop && cfg.MultihopPort == 0
 	for try := 1; ; try++ {
 		if pick {
 			cfg.Port = freePort(t)
+		}
+		if pickMultihop {
+			cfg.MultihopPort = freePort(t)
 		}
 		m, err := New(cfg)
 		if err == nil {
 			return m, cfg.Port
 		}
-		if !pick || try == 5 || !errors.Is(err, unix.EADDRINUSE) {
+		if !(pick || pickMultihop) || try == 5 || !errors.Is(err, unix.EADDRINUSE) {
 			t.Fatal(err)
 		}
 	}
@@ -364,8 +370,8 @@ func TestManagerLifecycle(t *testing.T) {
 // RFC 5883: multihop sessions use their own port and accept TTL >= 255 -
 // MaxHops.
 func TestManagerMultihopLoopback(t *testing.T) {
-	ma := startManager(t, Config{Multihop: true, MultihopPort: freePort(t), DisableIPv6: true})
-	mb := startManager(t, Config{Multihop: true, MultihopPort: freePort(t), DisableIPv6: true})
+	ma := startManager(t, Config{Multihop: true, DisableIPv6: true})
+	mb := startManager(t, Config{Multihop: true, DisableIPv6: true})
 	a, b := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.3")
 	sa := fastSession(b, a, mb.cfg.MultihopPort)
 	sa.Multihop = true
