@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -407,22 +406,7 @@ const staticPodLastLine = "shutting down: withdrawing VIPs"
 func (b *bootRun) finalState(t *testing.T) {
 	l := b.l
 	l.HoldNexthops(t, lab.VIP4, l.AllAddrs(lab.VIP4), time.Second)
-	body, err := l.Node(2).KubeRequest("GET", "/apis/apps/v1/namespaces/"+clusterNamespace+"/daemonsets/vipcast", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ds struct {
-		Status struct {
-			Desired int `json:"desiredNumberScheduled"`
-			Ready   int `json:"numberReady"`
-		} `json:"status"`
-	}
-	if err := json.Unmarshal(body, &ds); err != nil {
-		t.Fatal(err)
-	}
-	if ds.Status.Desired != 3 || ds.Status.Ready != 3 {
-		t.Errorf("DaemonSet %d/%d Ready, want 3/3", ds.Status.Ready, ds.Status.Desired)
-	}
+	checkDaemonSetReady(t, l.Node(2))
 	pods, err := l.KubePods(clusterNamespace, bootDSSelector)
 	if err != nil {
 		t.Fatal(err)

@@ -305,22 +305,7 @@ logLevel: debug
 
 	// Test 1: 3/3 Ready (the kubelet's gRPC probes), 3 nexthops, status
 	// from the node's socket and from inside a pod, Events on the Nodes.
-	b, err := n1.KubeRequest("GET", "/apis/apps/v1/namespaces/"+clusterNamespace+"/daemonsets/vipcast", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ds struct {
-		Status struct {
-			Desired int `json:"desiredNumberScheduled"`
-			Ready   int `json:"numberReady"`
-		} `json:"status"`
-	}
-	if err := json.Unmarshal(b, &ds); err != nil {
-		t.Fatal(err)
-	}
-	if ds.Status.Desired != 3 || ds.Status.Ready != 3 {
-		t.Errorf("DaemonSet %d/%d Ready, want 3/3", ds.Status.Ready, ds.Status.Desired)
-	}
+	checkDaemonSetReady(t, n1)
 	l.HoldNexthops(t, lab.VIP4, all, time.Second)
 	for _, n := range l.Nodes() {
 		sock := filepath.Join(n.RunVipcastDir(), "vipcast.sock")
@@ -573,14 +558,7 @@ func lastLines(s string, n int) string {
 // kubelet keeps renewing its Lease through the VIP (served by the others).
 func clusterAPIServerCrash(t *testing.T, l *lab.Lab, c *chartRun) {
 	n := l.Node(1)
-	before, err := l.KubePods(clusterNamespace, c.selector)
-	if err != nil {
-		t.Fatal(err)
-	}
-	restarts := map[string]int{}
-	for _, p := range before {
-		restarts[p.Metadata.UID] = p.Restarts()
-	}
+	restarts := podRestarts(t, l, c.selector)
 	t0, err := n.KillAPIServer(syscall.SIGKILL)
 	if err != nil {
 		t.Fatal(err)
@@ -622,16 +600,7 @@ func clusterAPIServerCrash(t *testing.T, l *lab.Lab, c *chartRun) {
 		t.Fatal(err)
 	}
 	l.WaitNexthops(t, lab.VIP4, l.AllAddrs(lab.VIP4), 15*time.Second)
-	after, err := l.KubePods(clusterNamespace, c.selector)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range after {
-		if r, ok := restarts[p.Metadata.UID]; !ok || p.Restarts() != r {
-			t.Errorf("vipcast pod %s on %s: restarts %d, was %d (known: %v): a crashed apiserver must not restart the speaker",
-				p.Metadata.Name, p.Spec.NodeName, p.Restarts(), r, ok)
-		}
-	}
+	checkNoRestarts(t, l, c.selector, restarts, "a crashed apiserver")
 	if err := l.WaitNodesReady(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -715,7 +684,60 @@ func clusterNonRoot(t *testing.T, l *lab.Lab, c *chartRun) {
 	}
 }
 
-// clientSummary is vipcast-e2e-client's JSON summary.
+// podRestarts maps each vipcast pod's UID to its containers' restarts.
+func podRestarts(t *testing.T, l *lab.Lab, selector string) map[string]int {
+	t.Helper()
+	pods, err := l.KubePods(clusterNamespace, selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarts := map[string]int{}
+	for _, p := range pods {
+		restarts[p.Metadata.UID] = p.Restarts()
+	}
+	return restarts
+}
+
+// checkNoRestarts fails t if a vipcast pod is new or restarted since
+// before (podRestarts): cause must not restart the speaker.
+func checkNoRestarts(t *testing.T, l *lab.Lab, selector string, before map[string]int, cause string) {
+	t.Helper()
+	pods, err := l.KubePods(clusterNamespace, selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		if was, ok := before[p.Metadata.UID]; !ok || p.Restarts() != was {
+			t.Errorf("vipcast pod %s on %s: restarts %d, was %d (known: %v): %s must not restart the speaker",
+				p.Metadata.Name, p.Spec.NodeName, p.Restarts(), was, ok, cause)
+		}
+	}
+}
+
+// checkDaemonSetReady fails t unless the vipcast DaemonSet, read through
+// n's apiserver, has 3 of 3 pods scheduled and Ready.
+func checkDaemonSetReady(t *testing.T, n *lab.Node) {
+	t.Helper()
+	b, err := n.KubeRequest("GET", "/apis/apps/v1/namespaces/"+clusterNamespace+"/daemonsets/vipcast", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds struct {
+		Status struct {
+			Desired int `json:"desiredNumberScheduled"`
+			Ready   int `json:"numberReady"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(b, &ds); err != nil {
+		t.Fatal(err)
+	}
+	if ds.Status.Desired != 3 || ds.Status.Ready != 3 {
+		t.Errorf("DaemonSet %d/%d Ready, want 3/3", ds.Status.Ready, ds.Status.Desired)
+	}
+}
+
+// clientSummary is vipcast-e2e-client's JSON summary (the client is its
+// own module, tools/kube, so the type cannot be shared).
 type clientSummary struct {
 	Seconds       float64  `json:"seconds"`
 	Lists         int64    `json:"lists"`
@@ -853,14 +875,7 @@ const apiserverExitSlack = 20 * time.Second
 // from outside the cluster, with client-go's default retries, sees zero
 // failed calls. The raw TCP failures underneath are counted and reported.
 func clusterRollingRestart(t *testing.T, l *lab.Lab, c *chartRun) {
-	before, err := l.KubePods(clusterNamespace, c.selector)
-	if err != nil {
-		t.Fatal(err)
-	}
-	restarts := map[string]int{}
-	for _, p := range before {
-		restarts[p.Metadata.UID] = p.Restarts()
-	}
+	restarts := podRestarts(t, l, c.selector)
 	mon, err := l.MonitorFIB(lab.VIP4)
 	if err != nil {
 		t.Fatal(err)
@@ -928,16 +943,7 @@ func clusterRollingRestart(t *testing.T, l *lab.Lab, c *chartRun) {
 			t.Errorf("the VIP had no nexthop at %v during the rolling restart", st.At.Sub(start).Round(time.Millisecond))
 		}
 	}
-	after, err := l.KubePods(clusterNamespace, c.selector)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range after {
-		if r, ok := restarts[p.Metadata.UID]; !ok || p.Restarts() != r {
-			t.Errorf("vipcast pod %s on %s: restarts %d, was %d (known: %v): restarting apiservers must not restart the speaker",
-				p.Metadata.Name, p.Spec.NodeName, p.Restarts(), r, ok)
-		}
-	}
+	checkNoRestarts(t, l, c.selector, restarts, "restarting apiservers")
 }
 
 // upgradeTrace is what clusterHelmUpgrade sees of one node at the router.
