@@ -581,6 +581,10 @@ evictionHard: {memory.available: "1Mi", nodefs.available: "1%%", imagefs.availab
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 makeIPTablesUtilChains: false
+# A static pod's mirror pod cannot be created before the Node and the
+# kube-system namespace exist; the kubelet tries again at its next pod sync,
+# by default a minute later. The lab waits for mirror pods, so sync sooner.
+syncFrequency: 10s
 resolvConf: ""
 localStorageCapacityIsolation: false
 registerWithTaints:
