@@ -382,6 +382,7 @@ func (c *chartRun) dumpOnFailure(t *testing.T, l *lab.Lab) {
 		t.Logf("vipcast pod logs (tail):\n%s", out)
 		for _, n := range l.Nodes() {
 			t.Logf("%s kubelet log (tail):\n%s", n.Name, lab.Tail(n.KubeletLog(), 25))
+			t.Logf("%s control-plane processes: %s", n.Name, n.ControlPlaneProcs())
 		}
 	})
 }

@@ -273,7 +273,7 @@ func TestHTTPProberProbe(t *testing.T) {
 				srv, _ := startProbeServer(t, tt.handler, tt.cert, nil)
 				addr = srv.Listener.Addr().String()
 			}
-			cfg := HealthConfig{URL: "https://" + addr + "/readyz", CAFile: ca.file, ServerName: "kubernetes", Timeout: 2 * time.Second}
+			cfg := HealthConfig{URL: "https://" + addr + "/readyz", CAFile: ca.file, ServerName: "kubernetes", Timeout: okTimeout}
 			if tt.cfg != nil {
 				tt.cfg(&cfg)
 			}
@@ -315,7 +315,7 @@ func TestHTTPProberToken(t *testing.T) {
 		}
 	}
 	write("first-token\n", t0)
-	p := newTestProber(t, HealthConfig{URL: srv.URL, CAFile: ca.file, ServerName: "kubernetes", TokenFile: file, Timeout: 2 * time.Second})
+	p := newTestProber(t, HealthConfig{URL: srv.URL, CAFile: ca.file, ServerName: "kubernetes", TokenFile: file, Timeout: okTimeout})
 
 	steps := []struct {
 		name    string
@@ -369,7 +369,7 @@ func TestHTTPProberClientCert(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newTestProber(t, HealthConfig{URL: srv.URL, CAFile: ca.file, ServerName: "kubernetes", CertFile: tt.certFile, KeyFile: tt.keyFile, Timeout: 2 * time.Second})
+			p := newTestProber(t, HealthConfig{URL: srv.URL, CAFile: ca.file, ServerName: "kubernetes", CertFile: tt.certFile, KeyFile: tt.keyFile, Timeout: okTimeout})
 			r := p.Probe(t.Context())
 			if r.OK != tt.wantOK || (!tt.wantOK && r.Code != 0) {
 				t.Errorf("Probe() = %+v, want OK %v", r, tt.wantOK)
@@ -463,7 +463,7 @@ func TestHTTPProberNoLeaks(t *testing.T) {
 	cert := ca.issue(t, "kube-apiserver", []string{"kubernetes"}, []net.IP{net.IPv4(127, 0, 0, 1)}, x509.ExtKeyUsageServerAuth)
 	okSrv, okConns := startProbeServer(t, okHandler, cert, nil)
 	hangSrv, hangConns := startProbeServer(t, hangFor(t), cert, nil)
-	okProber := newTestProber(t, HealthConfig{URL: okSrv.URL, CAFile: ca.file, ServerName: "kubernetes", Timeout: 2 * time.Second})
+	okProber := newTestProber(t, HealthConfig{URL: okSrv.URL, CAFile: ca.file, ServerName: "kubernetes", Timeout: okTimeout})
 	hangProber := newTestProber(t, HealthConfig{URL: hangSrv.URL, CAFile: ca.file, ServerName: "kubernetes", Timeout: 20 * time.Millisecond})
 
 	const okProbes, hangProbes = 300, 50
@@ -500,6 +500,11 @@ func TestHTTPProberNoLeaks(t *testing.T) {
 	testutil.EventuallyWithin(t, 20*time.Second, "goroutines to return to the baseline", func() bool { return runtime.NumGoroutine() <= base }, goroutines)
 }
 
+// okTimeout is the probe timeout of tests whose subject is not the
+// timeout: long, because under -race on two busy cores a TLS handshake
+// alone has taken over 2 s.
+const okTimeout = 10 * time.Second
+
 // goroutines is a dump of every goroutine, which is what a leak needs to
 // be found.
 func goroutines() string {
@@ -513,7 +518,7 @@ func TestHTTPProberHearsClose(t *testing.T) {
 	ca := newProbeCA(t)
 	cert := ca.issue(t, "kube-apiserver", []string{"kubernetes"}, []net.IP{net.IPv4(127, 0, 0, 1)}, x509.ExtKeyUsageServerAuth)
 	srv, conns := startProbeServer(t, okHandler, cert, nil)
-	p := newTestProber(t, HealthConfig{URL: srv.URL, CAFile: ca.file, ServerName: "kubernetes", Timeout: 2 * time.Second})
+	p := newTestProber(t, HealthConfig{URL: srv.URL, CAFile: ca.file, ServerName: "kubernetes", Timeout: okTimeout})
 	pending := func() bool {
 		select {
 		case <-p.Closed():
@@ -552,7 +557,7 @@ func TestHTTPProberHearsClose(t *testing.T) {
 func TestHTTPProberHearsCloseOverHTTP(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(okHandler))
 	t.Cleanup(srv.Close)
-	p := newTestProber(t, HealthConfig{URL: srv.URL, Timeout: 2 * time.Second})
+	p := newTestProber(t, HealthConfig{URL: srv.URL, Timeout: okTimeout})
 	if r := p.Probe(t.Context()); !r.OK {
 		t.Fatalf("probe: %+v", r)
 	}

@@ -158,9 +158,10 @@ func TestLoopbackIntegration(t *testing.T) {
 	t.Logf("health down -> router RIB withdraw (interval %v, fall %d): %s", cfg.Health.Interval, cfg.Health.Fall, summary(down))
 	t.Logf("health up   -> router RIB announce (interval %v, rise %d): %s", cfg.Health.Interval, cfg.Health.Rise, summary(up))
 	// Not a speed assertion (that is make bench's job), only a sanity bound
-	// that catches a broken loop: fall probes plus generous slack.
-	if m := slices.Max(down); m > 2*time.Second {
-		t.Errorf("withdraw took %v", m)
+	// that catches a broken loop: fall probes plus generous slack, on the
+	// median, as one flip on a starved machine has taken 2.9 s.
+	if m := median(down); m > 2*time.Second {
+		t.Errorf("withdraw took %v (median of %d flips)", m, len(down))
 	}
 
 	// The router originates routes; none may reach the speaker's RIB. The
@@ -180,8 +181,11 @@ func TestLoopbackIntegration(t *testing.T) {
 }
 
 func summary(ds []time.Duration) string {
-	s := slices.Clone(ds)
-	slices.Sort(s)
+	s := slices.Sorted(slices.Values(ds))
 	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-	return fmt.Sprintf("median %v, min %v, max %v over %d flips", r(s[len(s)/2]), r(s[0]), r(s[len(s)-1]), len(s))
+	return fmt.Sprintf("median %v, min %v, max %v over %d flips", r(median(ds)), r(s[0]), r(s[len(s)-1]), len(s))
+}
+
+func median(ds []time.Duration) time.Duration {
+	return slices.Sorted(slices.Values(ds))[len(ds)/2]
 }

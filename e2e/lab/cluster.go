@@ -542,6 +542,9 @@ func (n *Node) startControllers() error {
 			KubeBin("kube-scheduler"),
 			"--kubeconfig="+kc, "--leader-elect=true", "--bind-address=127.0.0.1", "--profiling=false", "--v=1")
 	}
+	// Both exit when they lose their leader lease (an apiserver restart
+	// on a busy host can do that); kubeadm's kubelet restarts them.
+	c.kcm.keepAlive, c.scheduler.keepAlive = true, true
 	if err := c.kcm.start(); err != nil {
 		return err
 	}
@@ -607,6 +610,23 @@ registerWithTaints:
 			"--hostname-override="+n.Name, "--node-ip="+n.Addr4.String(), "--v=1")
 	}
 	return c.kubelet.start()
+}
+
+// ControlPlaneProcs says which of the node's cluster processes run and how
+// often the lab restarted them, for a failed test's log.
+func (n *Node) ControlPlaneProcs() string {
+	c := &n.cluster
+	var parts []string
+	for _, p := range []*proc{c.containerd, c.kubelet, c.kcm, c.scheduler} {
+		if p == nil {
+			continue
+		}
+		p.mu.Lock()
+		restarts := p.restarts
+		p.mu.Unlock()
+		parts = append(parts, fmt.Sprintf("%s alive=%v restarts=%d", p.name, p.alive(), restarts))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // StaticPodPath is the node kubelet's staticPodPath.

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -25,7 +26,21 @@ type proc struct {
 	err     error
 	stopped bool // SIGSTOPped and not yet continued
 	started time.Time
+
+	// keepAlive restarts the process when it exits by itself, as a
+	// kubelet restarts a static pod (restartPolicy Always). down is set
+	// when the lab stops or kills it on purpose. restarts counts them.
+	keepAlive bool
+	down      bool
+	restarts  int
 }
+
+// restartDelay is how long a kept-alive process stays down before it is
+// started again (a kubelet's first back-off is 10 s; the lab is quicker).
+const restartDelay = time.Second
+
+// labDown is set when the test process is interrupted: nothing restarts.
+var labDown atomic.Bool
 
 func newProc(name, ns, logPath string, argv ...string) *proc {
 	return &proc{name: name, ns: ns, argv: argv, logPath: logPath}
@@ -59,17 +74,40 @@ func (p *proc) start() error {
 	}
 	registerPID(cmd.Process.Pid)
 	done := make(chan struct{})
-	p.cmd, p.done, p.err, p.stopped, p.started = cmd, done, nil, false, time.Now()
+	p.cmd, p.done, p.err, p.stopped, p.started, p.down = cmd, done, nil, false, time.Now(), false
 	go func() {
 		err := cmd.Wait()
-		f.Close()
 		unregisterPID(cmd.Process.Pid)
 		p.mu.Lock()
 		p.err = err
+		again := p.keepAlive && !p.down && !labDown.Load()
 		p.mu.Unlock()
+		if again {
+			fmt.Fprintf(f, "==== %s %s exited (%v); restarting in %v\n", time.Now().Format(time.RFC3339Nano), p.name, err, restartDelay)
+		}
+		f.Close()
 		close(done)
+		if again {
+			p.restartLater()
+		}
 	}()
 	return nil
+}
+
+// restartLater starts a kept-alive process again after restartDelay unless
+// the lab stopped it meanwhile (or started it itself).
+func (p *proc) restartLater() {
+	time.AfterFunc(restartDelay, func() {
+		p.mu.Lock()
+		skip := p.down || labDown.Load() || !isClosed(p.done)
+		if !skip {
+			p.restarts++
+		}
+		p.mu.Unlock()
+		if !skip {
+			_ = p.start() // a failure is in its log; alive() says it is down
+		}
+	})
 }
 
 // childEnv is this process's environment without VIPCAST_* variables:
@@ -156,6 +194,7 @@ func (p *proc) exitErr() error {
 func (p *proc) kill() {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	p.down = true
 	p.mu.Unlock()
 	if cmd == nil || isClosed(done) {
 		return
@@ -171,6 +210,9 @@ func (p *proc) kill() {
 // stop sends SIGTERM (continuing a stopped process first) and SIGKILLs
 // after grace.
 func (p *proc) stop(grace time.Duration) {
+	p.mu.Lock()
+	p.down = true
+	p.mu.Unlock()
 	if !p.alive() {
 		return
 	}
@@ -191,6 +233,7 @@ func registerPID(pid int)   { pidsMu.Lock(); pids[pid] = true; pidsMu.Unlock() }
 func unregisterPID(pid int) { pidsMu.Lock(); delete(pids, pid); pidsMu.Unlock() }
 
 func killAllPIDs() {
+	labDown.Store(true)
 	pidsMu.Lock()
 	defer pidsMu.Unlock()
 	for pid := range pids {
