@@ -191,7 +191,9 @@ func TestEventsQueueFullNeverBlocks(t *testing.T) {
 	for i := range n {
 		e.OnTransition(speaker.Transition{At: time.Now(), From: speaker.ReasonHealthy, To: speaker.ReasonUnhealthy, Detail: string(rune('a' + i%26))}, decisions())
 	}
-	if d := time.Since(start); d > 500*time.Millisecond {
+	// Blocked calls would never return; the bound only has to be finite,
+	// and a starved core can stall this goroutine for a while.
+	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("%d OnTransition calls took %v with a stuck API", n, d)
 	}
 	// At most the queue plus the one being written are not dropped.
