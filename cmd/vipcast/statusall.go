@@ -42,6 +42,12 @@ type clusterStatus struct {
 	// APIError says why the API could not be read; "" when it was.
 	APIError string       `json:"apiError,omitempty"`
 	Nodes    []kube.Entry `json:"nodes"`
+	// NoWritesFor is how long ago the newest Lease was written, set only
+	// when that is over half the Lease duration (quietAfter): no vipcast
+	// has renewed for two renewals or more, so every vipcast stopped, or
+	// the API cannot store writes (etcd down or without quorum) and the
+	// list came from its cache. Every row is then an old report.
+	NoWritesFor kube.Duration `json:"noWritesFor,omitempty"`
 	// Local is this node's status from its API socket, read when the
 	// Kubernetes API could not be (LocalError says why it is missing).
 	Local      *kube.NodeStatus `json:"local,omitempty"`
@@ -139,6 +145,7 @@ func runStatusAll(cmd *cobra.Command, format string, getenv func(string) string)
 		out.Nodes = append(out.Nodes, kube.EntryFromLease(&leases[i], now))
 	}
 	slices.SortFunc(out.Nodes, func(a, b kube.Entry) int { return strings.Compare(a.Node, b.Node) })
+	out.NoWritesFor = kube.Duration(quietFor(out.Nodes, now))
 	if err := printAll(cmd.OutOrStdout(), format, out, now); err != nil {
 		return err
 	}
@@ -146,6 +153,32 @@ func runStatusAll(cmd *cobra.Command, format string, getenv func(string) string)
 		return exitError{code: code}
 	}
 	return nil
+}
+
+// quietFor is how long ago the newest of the Leases was written, if that
+// is longer than half the longest Lease duration, else 0. Every running
+// vipcast renews its Lease every 10 s (a quarter of the 40 s duration), so
+// with even one node able to write, the newest renewal is never that old;
+// the margin covers clocks apart by a few seconds. It is the one sign the
+// list carries that the API is not storing writes: a LIST with
+// resourceVersion=0 is answered from the apiserver's cache even while etcd
+// is down, with the Leases as they were when it went.
+func quietFor(nodes []kube.Entry, now time.Time) time.Duration {
+	var newest time.Time
+	var dur time.Duration
+	for _, e := range nodes {
+		if e.Renewed.After(newest) {
+			newest = e.Renewed
+		}
+		dur = max(dur, time.Duration(e.Duration))
+	}
+	if newest.IsZero() || dur == 0 {
+		return 0
+	}
+	if d := now.Sub(newest); d > dur/2 {
+		return d
+	}
+	return 0
 }
 
 // apiProblem says plainly why the API could not be read.
@@ -238,6 +271,11 @@ func printAllTable(w io.Writer, st clusterStatus, now time.Time) {
 	if len(st.Nodes) == 0 {
 		fmt.Fprintf(w, "no vipcast status Leases (label %s) in namespace %s: is vipcast running with kubernetes.statusLease on, and is this its namespace (-n)?\n", kube.StatusSelector, st.Namespace)
 		return
+	}
+	if st.NoWritesFor > 0 {
+		fmt.Fprintf(w, "NO LEASE WRITTEN FOR %s: no vipcast has renewed its Lease (every %v) for that long. Either every vipcast\n"+
+			"stopped, or the API cannot store writes (etcd down or without quorum) and answered from its cache: every row\n"+
+			"below is that node's last report from before, not its present state.\n\n", time.Duration(st.NoWritesFor).Round(time.Second), kube.DefaultPublisher("", "", "").Renew)
 	}
 	printAllRows(w, st.Nodes, now, true)
 	stale := 0

@@ -56,8 +56,16 @@ func TestStatusAllOutputGolden(t *testing.T) {
 		Local:    sampleStatus("cp2", false, "unhealthy", kube.ProbeStatus{At: allNow.Add(-time.Second), Reason: "connection refused"})}
 	noSocket := unreachable
 	noSocket.Local, noSocket.LocalError = nil, "this node's vipcast: vipcast at /run/vipcast/vipcast.sock is unavailable: no such file or directory"
+	// etcd down: the list came from the cache, nobody renewed for 25 s.
+	quiet := sampleCluster()
+	quiet.Nodes = quiet.Nodes[:2]
+	for i := range quiet.Nodes {
+		quiet.Nodes[i].Renewed = allNow.Add(-25*time.Second - time.Duration(i)*3*time.Second)
+	}
+	quiet.NoWritesFor = kube.Duration(quietFor(quiet.Nodes, allNow))
 	cases := map[string]clusterStatus{
 		"cluster":               sampleCluster(),
+		"quiet":                 quiet,
 		"empty":                 {Namespace: "vipcast", Source: "$KUBECONFIG /root/.kube/config (https://203.0.113.10:6443)", Nodes: []kube.Entry{}},
 		"unreachable":           unreachable,
 		"unreachable-no-socket": noSocket,
@@ -92,6 +100,30 @@ func TestStatusAllOutputGolden(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+func TestQuietFor(t *testing.T) {
+	entry := func(ago time.Duration) kube.Entry {
+		return kube.Entry{Renewed: allNow.Add(-ago), Duration: kube.Duration(40 * time.Second)}
+	}
+	for _, tc := range []struct {
+		name  string
+		nodes []kube.Entry
+		want  time.Duration
+	}{
+		{"none", nil, 0},
+		{"all fresh", []kube.Entry{entry(time.Second), entry(9 * time.Second)}, 0},
+		{"one stopped, others renew", []kube.Entry{entry(5 * time.Minute), entry(3 * time.Second)}, 0},
+		{"just under half the duration", []kube.Entry{entry(20 * time.Second), entry(30 * time.Second)}, 0},
+		{"nobody renewed for two renewals", []kube.Entry{entry(21 * time.Second), entry(30 * time.Second)}, 21 * time.Second},
+		{"all stale", []kube.Entry{entry(time.Hour), entry(2 * time.Hour)}, time.Hour},
+		{"no renew time", []kube.Entry{{Duration: kube.Duration(40 * time.Second)}}, 0},
+		{"no duration", []kube.Entry{{Renewed: allNow.Add(-time.Hour)}}, 0},
+	} {
+		if got := quietFor(tc.nodes, allNow); got != tc.want {
+			t.Errorf("%s: quietFor = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
