@@ -44,7 +44,7 @@ type clusterStatus struct {
 	APIError string       `json:"apiError,omitempty"`
 	Nodes    []kube.Entry `json:"nodes"`
 	// NoWritesFor is how long ago the newest Lease was written, set only
-	// when that is over half the Lease duration (quietAfter): no vipcast
+	// when that is over half the Lease duration (quietFor): no vipcast
 	// has renewed for two renewals or more, so every vipcast stopped, or
 	// the API cannot store writes (etcd down or without quorum) and the
 	// list came from its cache. Every row is then an old report.
