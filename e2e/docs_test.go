@@ -29,15 +29,28 @@ const (
 
 func docFile(t *testing.T) string {
 	t.Helper()
+	return repoFile(docPath)
+}
+
+// repoFile is path (relative to the repository root) as a file name.
+func repoFile(path string) string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(filepath.Dir(file)), docPath)
+	return filepath.Join(filepath.Dir(filepath.Dir(file)), path)
 }
 
 // docBlock returns the fenced code block that follows the marker
-// `<!-- verify: name -->` in the doc.
+// `<!-- verify: name -->` in docs/network-team.md.
 func docBlock(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(docFile(t))
+	return docBlockIn(t, docPath, name)
+}
+
+// docBlockIn returns the fenced code block that follows the marker
+// `<!-- verify: name -->` in the doc at docPath (relative to the
+// repository root).
+func docBlockIn(t *testing.T, docPath, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(repoFile(docPath))
 	if err != nil {
 		t.Fatal(err)
 	}

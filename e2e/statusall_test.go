@@ -60,11 +60,15 @@ func statusAll(t *testing.T, l *lab.Lab, args ...string) (clusterStatus, string,
 // the VIP, lists all three from their Leases; a node whose apiserver is
 // killed shows withdrawn and why within 2 s (its publisher reaches the
 // other apiservers through the router once the VIP has left its lo); with
-// every apiserver down the command says the API is unreachable, exits 4,
-// and shows what the node's own socket says.
+// every etcd stopped the last resort keeps the VIP and the command still
+// lists all three, from the apiservers' watch cache; with every apiserver
+// down the command says the API is unreachable, exits 4, and shows what
+// the node's own socket says.
 func TestStatusAll(t *testing.T) {
 	lab.Require(t, lab.FRR)
-	l := lab.New(t, lab.Options{Router: lab.FRR, ControlPlane: true, Kubeconfig: true})
+	// The last resort on, as vipcast's default: a refused connection (the
+	// killed apiservers below) still withdraws.
+	l := lab.New(t, lab.Options{Router: lab.FRR, ControlPlane: true, Kubeconfig: true, LastResort: "{enabled: true}"})
 	l.DumpOnFailure(t)
 	n1, n2, n3 := l.Node(1), l.Node(2), l.Node(3)
 
@@ -111,6 +115,8 @@ func TestStatusAll(t *testing.T) {
 			t.Errorf("kubectl get leases -l app.kubernetes.io/name=vipcast: %v\n%s", err, kout)
 		}
 	}
+
+	statusAllWithoutEtcd(t, l)
 
 	// n2's apiserver killed: its row says withdrawn, unhealthy, and the
 	// probe's reason. The time is the Lease write's own (renewTime, the
@@ -170,4 +176,61 @@ func TestStatusAll(t *testing.T) {
 	if code != 4 || !strings.Contains(tbl, "KUBERNETES API UNREACHABLE") || !strings.Contains(tbl, "unhealthy") {
 		t.Errorf("API down, table: exit %d\n%s", code, tbl)
 	}
+}
+
+// statusAllWithoutEtcd stops every etcd (no quorum, no write anywhere):
+// each node degrades to a last resort and keeps the VIP, and `status --all`
+// through the VIP still exits 0 and lists all three nodes, served from an
+// apiserver's watch cache (resourceVersion=0) with each node's last write.
+// Then the etcds start again and every node is healthy and writing.
+func statusAllWithoutEtcd(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	t0 := stopEtcds(l.Nodes())
+	lab.WaitFor(t, "every node a last resort", 20*time.Second, func() bool {
+		for _, n := range l.Nodes() {
+			if out, err := n.Vipcast("status"); err != nil || !strings.Contains(out, "last-resort") {
+				return false
+			}
+		}
+		return true
+	})
+	l.Record(t, "status_all_etcd_stop_all_to_last_resort", time.Since(t0))
+	l.WaitNexthops(t, v4, l.AllAddrs(v4), 5*time.Second)
+	cs, out, code, took := statusAll(t, l)
+	l.Record(t, "status_all_etcd_down_latency", took)
+	if code != 0 || cs.APIError != "" || len(cs.Nodes) != 3 {
+		t.Fatalf("every etcd stopped, last resort on: status --all exit %d with %d nodes, want 0 and 3 (from the watch cache):\n%s", code, len(cs.Nodes), out)
+	}
+	for _, e := range cs.Nodes {
+		if e.Status == nil || e.Renewed.After(t0.Add(2*time.Second)) {
+			// A write accepted 2 s after every etcd stopped cannot be.
+			t.Errorf("%s: row %+v, renewed %v after the etcds stopped", e.Node, e.Status, e.Renewed.Sub(t0))
+		}
+	}
+	if tbl, code, _ := l.StatusAll(); code != 0 || strings.Count(tbl, "\nn") != 3 {
+		t.Errorf("every etcd stopped: table, exit %d:\n%s", code, tbl)
+	} else {
+		t.Logf("status --all with every etcd stopped:\n%s", tbl)
+	}
+
+	t1 := time.Now()
+	errs := make(chan error, len(l.Nodes()))
+	for _, n := range l.Nodes() {
+		go func() { errs <- n.StartEtcd() }() // together: one alone has no quorum
+	}
+	for range l.Nodes() {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Healthy again, and each node's Lease written since.
+	lab.WaitFor(t, "every node healthy in its Lease again", 30*time.Second, func() bool {
+		cs, _, code, _ := statusAll(t, l)
+		ok := code == 0 && len(cs.Nodes) == 3
+		for _, e := range cs.Nodes {
+			ok = ok && e.Renewed.After(t1) && e.Status != nil && e.Status.Advertised && len(e.Status.VIPs) == 1 && e.Status.VIPs[0].Reason == "healthy"
+		}
+		return ok
+	})
+	l.Record(t, "status_all_etcd_start_all_to_leases_healthy", time.Since(t1))
 }

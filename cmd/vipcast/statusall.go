@@ -19,6 +19,7 @@ import (
 
 	apiv1 "github.com/vipcast/vipcast/speaker/api/v1"
 	"github.com/vipcast/vipcast/speaker/kube"
+	"github.com/vipcast/vipcast/speaker/kube/nodestatus"
 )
 
 // Exit codes of `status --all` (the README's command table documents them).
@@ -42,10 +43,16 @@ type clusterStatus struct {
 	// APIError says why the API could not be read; "" when it was.
 	APIError string       `json:"apiError,omitempty"`
 	Nodes    []kube.Entry `json:"nodes"`
+	// NoWritesFor is how long ago the newest Lease was written, set only
+	// when that is over half the Lease duration (quietFor): no vipcast
+	// has renewed for two renewals or more, so every vipcast stopped, or
+	// the API cannot store writes (etcd down or without quorum) and the
+	// list came from its cache. Every row is then an old report.
+	NoWritesFor nodestatus.Duration `json:"noWritesFor,omitempty"`
 	// Local is this node's status from its API socket, read when the
 	// Kubernetes API could not be (LocalError says why it is missing).
-	Local      *kube.NodeStatus `json:"local,omitempty"`
-	LocalError string           `json:"localError,omitempty"`
+	Local      *nodestatus.Status `json:"local,omitempty"`
+	LocalError string             `json:"localError,omitempty"`
 }
 
 func addAllFlags(cmd *cobra.Command) {
@@ -139,6 +146,7 @@ func runStatusAll(cmd *cobra.Command, format string, getenv func(string) string)
 		out.Nodes = append(out.Nodes, kube.EntryFromLease(&leases[i], now))
 	}
 	slices.SortFunc(out.Nodes, func(a, b kube.Entry) int { return strings.Compare(a.Node, b.Node) })
+	out.NoWritesFor = nodestatus.Duration(quietFor(out.Nodes, now))
 	if err := printAll(cmd.OutOrStdout(), format, out, now); err != nil {
 		return err
 	}
@@ -146,6 +154,32 @@ func runStatusAll(cmd *cobra.Command, format string, getenv func(string) string)
 		return exitError{code: code}
 	}
 	return nil
+}
+
+// quietFor is how long ago the newest of the Leases was written, if that
+// is longer than half the longest Lease duration, else 0. Every running
+// vipcast renews its Lease every 10 s (a quarter of the 40 s duration), so
+// with even one node able to write, the newest renewal is never that old;
+// the margin covers clocks apart by a few seconds. It is the one sign the
+// list carries that the API is not storing writes: a LIST with
+// resourceVersion=0 is answered from the apiserver's cache even while etcd
+// is down, with the Leases as they were when it went.
+func quietFor(nodes []kube.Entry, now time.Time) time.Duration {
+	var newest time.Time
+	var dur time.Duration
+	for _, e := range nodes {
+		if e.Renewed.After(newest) {
+			newest = e.Renewed
+		}
+		dur = max(dur, time.Duration(e.Duration))
+	}
+	if newest.IsZero() || dur == 0 {
+		return 0
+	}
+	if d := now.Sub(newest); d > dur/2 {
+		return d
+	}
+	return 0
 }
 
 // apiProblem says plainly why the API could not be read.
@@ -162,7 +196,7 @@ func apiProblem(err error, rc *rest.Config, timeout time.Duration) string {
 }
 
 // localStatus reads this node's vipcast over its API socket (briefly).
-func localStatus(cmd *cobra.Command, getenv func(string) string) (*kube.NodeStatus, string) {
+func localStatus(cmd *cobra.Command, getenv func(string) string) (*nodestatus.Status, string) {
 	client, closeConn, err := dial(cmd)
 	if err != nil {
 		return nil, "this node's vipcast: " + err.Error()
@@ -183,12 +217,12 @@ func localStatus(cmd *cobra.Command, getenv func(string) string) (*kube.NodeStat
 }
 
 // statusFromAPI is the status API's answer in the Leases' form.
-func statusFromAPI(node string, st *apiv1.GetStatusResponse) kube.NodeStatus {
-	ns := kube.NodeStatus{Node: node, Version: st.GetVersion(), Drained: st.GetDrained(), DrainReason: st.GetDrainReason(),
-		OKRun: int(st.GetHealth().GetOkRun()), FailRun: int(st.GetHealth().GetFailRun()), VIPs: []kube.VIPStatus{}, Sessions: []kube.SessionStatus{}}
+func statusFromAPI(node string, st *apiv1.GetStatusResponse) nodestatus.Status {
+	ns := nodestatus.Status{Node: node, Version: st.GetVersion(), Drained: st.GetDrained(), DrainReason: st.GetDrainReason(),
+		OKRun: int(st.GetHealth().GetOkRun()), FailRun: int(st.GetHealth().GetFailRun()), VIPs: []nodestatus.VIP{}, Sessions: []nodestatus.Session{}}
 	for _, v := range st.GetVips() {
 		ns.Advertised = ns.Advertised || v.GetAdvertised()
-		vs := kube.VIPStatus{Prefix: v.GetPrefix(), Advertised: v.GetAdvertised(), Announce: v.GetAnnounce(), Reason: v.GetReason()}
+		vs := nodestatus.VIP{Prefix: v.GetPrefix(), Advertised: v.GetAdvertised(), Announce: v.GetAnnounce(), Reason: v.GetReason()}
 		if v.GetSince() != nil {
 			vs.Since = v.GetSince().AsTime()
 		}
@@ -196,10 +230,10 @@ func statusFromAPI(node string, st *apiv1.GetStatusResponse) kube.NodeStatus {
 	}
 	if r := st.GetHealth().GetRecent(); len(r) > 0 {
 		last := r[len(r)-1]
-		ns.LastProbe = &kube.ProbeStatus{At: last.GetAt().AsTime(), OK: last.GetOk(), Reason: last.GetReason(), Latency: kube.Duration(last.GetLatency().AsDuration())}
+		ns.LastProbe = &nodestatus.Probe{At: last.GetAt().AsTime(), OK: last.GetOk(), Reason: last.GetReason(), Latency: nodestatus.Duration(last.GetLatency().AsDuration())}
 	}
 	for _, p := range st.GetPeers() {
-		ss := kube.SessionStatus{Peer: p.GetAddress(), ASN: p.GetAsn(),
+		ss := nodestatus.Session{Peer: p.GetAddress(), ASN: p.GetAsn(),
 			State: strings.ToLower(strings.TrimPrefix(p.GetState().String(), "SESSION_STATE_")), LastError: p.GetLastError()}
 		if p.GetSince() != nil {
 			ss.Since = p.GetSince().AsTime()
@@ -238,6 +272,11 @@ func printAllTable(w io.Writer, st clusterStatus, now time.Time) {
 	if len(st.Nodes) == 0 {
 		fmt.Fprintf(w, "no vipcast status Leases (label %s) in namespace %s: is vipcast running with kubernetes.statusLease on, and is this its namespace (-n)?\n", kube.StatusSelector, st.Namespace)
 		return
+	}
+	if st.NoWritesFor > 0 {
+		fmt.Fprintf(w, "NO LEASE WRITTEN FOR %s: no vipcast has renewed its Lease (every %v) for that long. Either every vipcast\n"+
+			"stopped, or the API cannot store writes (etcd down or without quorum) and answered from its cache: every row\n"+
+			"below is that node's last report from before, not its present state.\n\n", time.Duration(st.NoWritesFor).Round(time.Second), kube.DefaultPublisher("", "", "").Renew)
 	}
 	printAllRows(w, st.Nodes, now, true)
 	stale := 0
@@ -281,7 +320,7 @@ func printAllRows(w io.Writer, entries []kube.Entry, now time.Time, lease bool) 
 }
 
 // advertisedCell: yes, no, or "1/2" when only some VIPs are.
-func advertisedCell(s *kube.NodeStatus) string {
+func advertisedCell(s *nodestatus.Status) string {
 	n := 0
 	for _, v := range s.VIPs {
 		if v.Advertised {
@@ -298,7 +337,7 @@ func advertisedCell(s *kube.NodeStatus) string {
 }
 
 // reasonCell: the VIPs' reasons, each once.
-func reasonCell(s *kube.NodeStatus) string {
+func reasonCell(s *nodestatus.Status) string {
 	var rs []string
 	for _, v := range s.VIPs {
 		if !slices.Contains(rs, v.Reason) {
@@ -312,7 +351,7 @@ func reasonCell(s *kube.NodeStatus) string {
 }
 
 // sinceCell: the latest change of any VIP.
-func sinceCell(s *kube.NodeStatus) time.Time {
+func sinceCell(s *nodestatus.Status) time.Time {
 	var t time.Time
 	for _, v := range s.VIPs {
 		if v.Since.After(t) {
@@ -322,7 +361,7 @@ func sinceCell(s *kube.NodeStatus) time.Time {
 	return t
 }
 
-func probeCell(s *kube.NodeStatus, now time.Time) string {
+func probeCell(s *nodestatus.Status, now time.Time) string {
 	p := s.LastProbe
 	if p == nil {
 		return "-"
@@ -335,7 +374,7 @@ func probeCell(s *kube.NodeStatus, now time.Time) string {
 }
 
 // sessionsCell: established/total, and the states of the others.
-func sessionsCell(s *kube.NodeStatus) string {
+func sessionsCell(s *nodestatus.Status) string {
 	total := len(s.Sessions) + s.MoreSessions
 	if total == 0 {
 		return "none"
@@ -356,7 +395,7 @@ func sessionsCell(s *kube.NodeStatus) string {
 	return out
 }
 
-func drainCell(s *kube.NodeStatus) string {
+func drainCell(s *nodestatus.Status) string {
 	if !s.Drained {
 		return "no"
 	}

@@ -18,34 +18,35 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vipcast/vipcast/speaker/kube"
+	"github.com/vipcast/vipcast/speaker/kube/nodestatus"
 )
 
 var allNow = time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 
-func sampleStatus(node string, advertised bool, reason string, probe kube.ProbeStatus) *kube.NodeStatus {
-	return &kube.NodeStatus{
+func sampleStatus(node string, advertised bool, reason string, probe nodestatus.Probe) *nodestatus.Status {
+	return &nodestatus.Status{
 		Node: node, Version: "v1.2.0", Advertised: advertised,
-		VIPs:      []kube.VIPStatus{{Prefix: "203.0.113.10/32", Advertised: advertised, Announce: advertised, Reason: reason, Since: allNow.Add(-90 * time.Second)}},
+		VIPs:      []nodestatus.VIP{{Prefix: "203.0.113.10/32", Advertised: advertised, Announce: advertised, Reason: reason, Since: allNow.Add(-90 * time.Second)}},
 		LastProbe: &probe, OKRun: 12,
-		Sessions: []kube.SessionStatus{{Peer: "192.0.2.1", ASN: 65000, State: "established", Since: allNow.Add(-time.Hour)}},
+		Sessions: []nodestatus.Session{{Peer: "192.0.2.1", ASN: 65000, State: "established", Since: allNow.Add(-time.Hour)}},
 	}
 }
 
 func sampleCluster() clusterStatus {
-	ok := kube.ProbeStatus{At: allNow.Add(-300 * time.Millisecond), OK: true, Reason: "ok", Latency: kube.Duration(1200 * time.Microsecond)}
-	down := kube.ProbeStatus{At: allNow.Add(-250 * time.Millisecond), Reason: "connection refused", Latency: kube.Duration(150 * time.Microsecond)}
+	ok := nodestatus.Probe{At: allNow.Add(-300 * time.Millisecond), OK: true, Reason: "ok", Latency: nodestatus.Duration(1200 * time.Microsecond)}
+	down := nodestatus.Probe{At: allNow.Add(-250 * time.Millisecond), Reason: "connection refused", Latency: nodestatus.Duration(150 * time.Microsecond)}
 	cp2 := sampleStatus("cp2", false, "unhealthy", down)
 	cp2.FailRun, cp2.OKRun = 9, 0
 	cp3 := sampleStatus("cp3", false, "drained", ok)
 	cp3.Drained, cp3.DrainReason = true, "kernel upgrade"
-	cp3.Sessions = append(cp3.Sessions, kube.SessionStatus{Peer: "192.0.2.2", ASN: 65000, State: "active", LastError: "hold timer expired"})
+	cp3.Sessions = append(cp3.Sessions, nodestatus.Session{Peer: "192.0.2.2", ASN: 65000, State: "active", LastError: "hold timer expired"})
 	return clusterStatus{
 		Namespace: "kube-system", Source: "kubeconfig /etc/kubernetes/admin.conf (https://203.0.113.10:6443)",
 		Nodes: []kube.Entry{
-			{Node: "cp1", Lease: "vipcast-cp1", Renewed: allNow.Add(-2 * time.Second), Duration: kube.Duration(40 * time.Second), Status: sampleStatus("cp1", true, "healthy", ok)},
-			{Node: "cp2", Lease: "vipcast-cp2", Renewed: allNow.Add(-800 * time.Millisecond), Duration: kube.Duration(40 * time.Second), Status: cp2},
-			{Node: "cp3", Lease: "vipcast-cp3", Renewed: allNow.Add(-5 * time.Minute), Duration: kube.Duration(40 * time.Second), Stale: true, Status: cp3},
-			{Node: "cp4", Lease: "vipcast-cp4", Renewed: allNow.Add(-time.Second), Duration: kube.Duration(40 * time.Second), Problem: "vipcast.io/status: not vipcast's status JSON: unexpected EOF"},
+			{Node: "cp1", Lease: "vipcast-cp1", Renewed: allNow.Add(-2 * time.Second), Duration: nodestatus.Duration(40 * time.Second), Status: sampleStatus("cp1", true, "healthy", ok)},
+			{Node: "cp2", Lease: "vipcast-cp2", Renewed: allNow.Add(-800 * time.Millisecond), Duration: nodestatus.Duration(40 * time.Second), Status: cp2},
+			{Node: "cp3", Lease: "vipcast-cp3", Renewed: allNow.Add(-5 * time.Minute), Duration: nodestatus.Duration(40 * time.Second), Stale: true, Status: cp3},
+			{Node: "cp4", Lease: "vipcast-cp4", Renewed: allNow.Add(-time.Second), Duration: nodestatus.Duration(40 * time.Second), Problem: "vipcast.io/status: not vipcast's status JSON: unexpected EOF"},
 		},
 	}
 }
@@ -53,11 +54,19 @@ func sampleCluster() clusterStatus {
 func TestStatusAllOutputGolden(t *testing.T) {
 	unreachable := clusterStatus{Namespace: "kube-system", Source: "in-cluster (https://203.0.113.129:443)", Nodes: []kube.Entry{},
 		APIError: "the Kubernetes API at https://203.0.113.129:443 is unreachable: dial tcp 203.0.113.129:443: connect: connection refused",
-		Local:    sampleStatus("cp2", false, "unhealthy", kube.ProbeStatus{At: allNow.Add(-time.Second), Reason: "connection refused"})}
+		Local:    sampleStatus("cp2", false, "unhealthy", nodestatus.Probe{At: allNow.Add(-time.Second), Reason: "connection refused"})}
 	noSocket := unreachable
 	noSocket.Local, noSocket.LocalError = nil, "this node's vipcast: vipcast at /run/vipcast/vipcast.sock is unavailable: no such file or directory"
+	// etcd down: the list came from the cache, nobody renewed for 25 s.
+	quiet := sampleCluster()
+	quiet.Nodes = quiet.Nodes[:2]
+	for i := range quiet.Nodes {
+		quiet.Nodes[i].Renewed = allNow.Add(-25*time.Second - time.Duration(i)*3*time.Second)
+	}
+	quiet.NoWritesFor = nodestatus.Duration(quietFor(quiet.Nodes, allNow))
 	cases := map[string]clusterStatus{
 		"cluster":               sampleCluster(),
+		"quiet":                 quiet,
 		"empty":                 {Namespace: "vipcast", Source: "$KUBECONFIG /root/.kube/config (https://203.0.113.10:6443)", Nodes: []kube.Entry{}},
 		"unreachable":           unreachable,
 		"unreachable-no-socket": noSocket,
@@ -96,6 +105,30 @@ func TestStatusAllOutputGolden(t *testing.T) {
 	}
 }
 
+func TestQuietFor(t *testing.T) {
+	entry := func(ago time.Duration) kube.Entry {
+		return kube.Entry{Renewed: allNow.Add(-ago), Duration: nodestatus.Duration(40 * time.Second)}
+	}
+	for _, tc := range []struct {
+		name  string
+		nodes []kube.Entry
+		want  time.Duration
+	}{
+		{"none", nil, 0},
+		{"all fresh", []kube.Entry{entry(time.Second), entry(9 * time.Second)}, 0},
+		{"one stopped, others renew", []kube.Entry{entry(5 * time.Minute), entry(3 * time.Second)}, 0},
+		{"just under half the duration", []kube.Entry{entry(20 * time.Second), entry(30 * time.Second)}, 0},
+		{"nobody renewed for two renewals", []kube.Entry{entry(21 * time.Second), entry(30 * time.Second)}, 21 * time.Second},
+		{"all stale", []kube.Entry{entry(time.Hour), entry(2 * time.Hour)}, time.Hour},
+		{"no renew time", []kube.Entry{{Duration: nodestatus.Duration(40 * time.Second)}}, 0},
+		{"no duration", []kube.Entry{{Renewed: allNow.Add(-time.Hour)}}, 0},
+	} {
+		if got := quietFor(tc.nodes, allNow); got != tc.want {
+			t.Errorf("%s: quietFor = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // leaseServer answers LIST leases like a kube-apiserver, with leases in
 // namespace ns, for the status Leases' selector only.
 func leaseServer(t *testing.T, ns string, leases ...coordinationv1.Lease) *httptest.Server {
@@ -123,7 +156,7 @@ func kubeconfigFor(t *testing.T, server string) string {
 	return p
 }
 
-func statusLease(node string, st *kube.NodeStatus, renewed time.Time) coordinationv1.Lease {
+func statusLease(node string, st *nodestatus.Status, renewed time.Time) coordinationv1.Lease {
 	raw, _ := st.Marshal()
 	secs := int32(40)
 	rt := metav1.NewMicroTime(renewed)
@@ -135,9 +168,9 @@ func statusLease(node string, st *kube.NodeStatus, renewed time.Time) coordinati
 
 func TestStatusAllCLI(t *testing.T) {
 	now := time.Now()
-	ok := kube.ProbeStatus{At: now, OK: true, Reason: "ok"}
+	ok := nodestatus.Probe{At: now, OK: true, Reason: "ok"}
 	srv := leaseServer(t, "vipcast",
-		statusLease("cp2", sampleStatus("cp2", false, "unhealthy", kube.ProbeStatus{At: now, Reason: "connection refused"}), now),
+		statusLease("cp2", sampleStatus("cp2", false, "unhealthy", nodestatus.Probe{At: now, Reason: "connection refused"}), now),
 		statusLease("cp1", sampleStatus("cp1", true, "healthy", ok), now),
 		statusLease("cp3", sampleStatus("cp3", true, "healthy", ok), now.Add(-time.Hour)))
 	kc := kubeconfigFor(t, srv.URL)

@@ -8,11 +8,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -32,10 +35,11 @@ type fakeAPIServer struct {
 	prefix string
 	token  string
 
-	mu     sync.Mutex
-	events []eventsv1.Event
-	bodies []map[string]any
-	agents []string
+	mu      sync.Mutex
+	events  []eventsv1.Event
+	bodies  []map[string]any
+	agents  []string
+	queries []url.Values // of the LISTs of leases
 }
 
 func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -74,6 +78,19 @@ func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		default:
 			writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound, `nodes "`+name+`" not found`)
 		}
+	case path == "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases":
+		if r.Method != http.MethodGet {
+			writeStatus(w, http.StatusMethodNotAllowed, metav1.StatusReasonMethodNotAllowed, "method not allowed")
+			return
+		}
+		f.mu.Lock()
+		f.queries = append(f.queries, r.URL.Query())
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(coordinationv1.LeaseList{
+			TypeMeta: metav1.TypeMeta{APIVersion: "coordination.k8s.io/v1", Kind: "LeaseList"},
+			Items:    []coordinationv1.Lease{*newStatusLease("kube-system", "cp1")},
+		})
 	case path == "/apis/events.k8s.io/v1/namespaces/default/events":
 		if r.Method != http.MethodPost {
 			writeStatus(w, http.StatusMethodNotAllowed, metav1.StatusReasonMethodNotAllowed, "method not allowed")
@@ -239,6 +256,32 @@ func TestHTTPAPI(t *testing.T) {
 			}
 			f.mu.Unlock()
 		})
+	}
+}
+
+// The status Leases are listed with resourceVersion=0, so the apiserver
+// answers from its watch cache: a quorum read would fail while etcd is down
+// or without quorum, when `status --all` is needed most.
+func TestListLeasesFromCache(t *testing.T) {
+	f := &fakeAPIServer{token: "t"}
+	api, err := NewForConfig(startAPIServer(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, selector := range []string{StatusSelector, ""} {
+		leases, err := Leases(api).ListLeases(context.Background(), "kube-system", selector)
+		if err != nil || len(leases) != 1 || leases[0].Name != "vipcast-cp1" {
+			t.Fatalf("selector %q: %+v, %v", selector, leases, err)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	want := []url.Values{
+		{"resourceVersion": {"0"}, "labelSelector": {StatusSelector}},
+		{"resourceVersion": {"0"}},
+	}
+	if d := cmp.Diff(want, f.queries); d != "" {
+		t.Errorf("LIST queries (-want +got):\n%s", d)
 	}
 }
 

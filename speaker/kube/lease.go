@@ -23,7 +23,8 @@ type LeaseAPI interface {
 	// UpdateLease replaces l (optimistic: l.ResourceVersion must be the
 	// current one, else an error wrapping ErrConflict).
 	UpdateLease(ctx context.Context, l *coordinationv1.Lease) (*coordinationv1.Lease, error)
-	// ListLeases lists the Leases of namespace matching the label selector.
+	// ListLeases lists the Leases of namespace matching the label
+	// selector, from the apiserver's cache (see httpAPI.ListLeases).
 	ListLeases(ctx context.Context, namespace, selector string) ([]coordinationv1.Lease, error)
 }
 
@@ -89,10 +90,16 @@ func (h *httpAPI) UpdateLease(ctx context.Context, l *coordinationv1.Lease) (*co
 	return &out, nil
 }
 
+// ListLeases asks for resourceVersion=0: "any version", which the
+// apiserver serves from its watch cache without a quorum read of etcd. The
+// list may then lag the latest writes by the cache's delay (milliseconds
+// normally), and it still answers when etcd is down or has lost quorum,
+// which is exactly when an operator runs `status --all`; a quorum LIST
+// would fail then. Each Lease's renewTime says how old its row is.
 func (h *httpAPI) ListLeases(ctx context.Context, namespace, selector string) ([]coordinationv1.Lease, error) {
-	var q url.Values
+	q := url.Values{"resourceVersion": {"0"}}
 	if selector != "" {
-		q = url.Values{"labelSelector": {selector}}
+		q.Set("labelSelector", selector)
 	}
 	var out coordinationv1.LeaseList
 	if err := h.doQuery(ctx, http.MethodGet, leaseSegs(namespace), q, nil, &out); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/speaker"
+	"github.com/vipcast/vipcast/speaker/kube/nodestatus"
 )
 
 // PublisherConfig sets where and how often the status Lease is written.
@@ -83,7 +84,7 @@ type Publisher struct {
 
 	// Owned by the goroutine.
 	lease       *coordinationv1.Lease // as last stored; nil: read it first
-	attempted   NodeStatus            // what the last try wrote
+	attempted   nodestatus.Status     // what the last try wrote
 	tried       bool
 	lastTry     time.Time
 	lastOK      time.Time
@@ -184,11 +185,11 @@ func (p *Publisher) step() time.Duration {
 }
 
 // due is when st should be written.
-func (p *Publisher) due(st NodeStatus, now time.Time) time.Time {
+func (p *Publisher) due(st nodestatus.Status, now time.Time) time.Time {
 	switch {
 	case !p.tried:
 		return now
-	case !SameState(st, p.attempted):
+	case !nodestatus.SameState(st, p.attempted):
 		return p.lastTry.Add(p.cfg.MinInterval)
 	case p.failing:
 		return p.retryAt
@@ -199,13 +200,13 @@ func (p *Publisher) due(st NodeStatus, now time.Time) time.Time {
 // flush writes the latest status if it changed since the last success.
 func (p *Publisher) flush() {
 	st := FromSpeaker(p.cfg.Node, p.cfg.Version, p.source())
-	if p.tried && !p.failing && SameState(st, p.attempted) {
+	if p.tried && !p.failing && nodestatus.SameState(st, p.attempted) {
 		return
 	}
 	p.write(st, p.now())
 }
 
-func (p *Publisher) write(st NodeStatus, now time.Time) {
+func (p *Publisher) write(st nodestatus.Status, now time.Time) {
 	p.tried, p.attempted, p.lastTry = true, st, now
 	err := p.put(st, now)
 	if err == nil {
@@ -239,7 +240,7 @@ func (p *Publisher) write(st NodeStatus, now time.Time) {
 }
 
 // put reads the Lease if not known, then creates or replaces it.
-func (p *Publisher) put(st NodeStatus, now time.Time) error {
+func (p *Publisher) put(st nodestatus.Status, now time.Time) error {
 	if p.api == nil {
 		return errNoLeaseAPI
 	}

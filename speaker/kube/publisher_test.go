@@ -23,6 +23,7 @@ import (
 	"github.com/vipcast/vipcast/peers"
 	"github.com/vipcast/vipcast/peers/testutil"
 	"github.com/vipcast/vipcast/speaker"
+	"github.com/vipcast/vipcast/speaker/kube/nodestatus"
 )
 
 // clientsetLeases adapts client-go's fake clientset to LeaseAPI: the
@@ -94,7 +95,7 @@ func newFakeSpeaker() *fakeSpeaker {
 type writeLog struct {
 	mu     sync.Mutex
 	renews []time.Time
-	status []NodeStatus
+	status []nodestatus.Status
 }
 
 func (w *writeLog) record(a k8stesting.Action) {
@@ -103,7 +104,7 @@ func (w *writeLog) record(a k8stesting.Action) {
 		return
 	}
 	l := w2.GetObject().(*coordinationv1.Lease)
-	st, err := ParseStatus(l.Annotations[StatusAnnotation])
+	st, err := nodestatus.Parse(l.Annotations[StatusAnnotation])
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err == nil {
@@ -112,16 +113,16 @@ func (w *writeLog) record(a k8stesting.Action) {
 	w.renews = append(w.renews, l.Spec.RenewTime.Time)
 }
 
-func (w *writeLog) snapshot() ([]time.Time, []NodeStatus) {
+func (w *writeLog) snapshot() ([]time.Time, []nodestatus.Status) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return append([]time.Time(nil), w.renews...), append([]NodeStatus(nil), w.status...)
+	return append([]time.Time(nil), w.renews...), append([]nodestatus.Status(nil), w.status...)
 }
 
-func (w *writeLog) last() (NodeStatus, bool) {
+func (w *writeLog) last() (nodestatus.Status, bool) {
 	_, st := w.snapshot()
 	if len(st) == 0 {
-		return NodeStatus{}, false
+		return nodestatus.Status{}, false
 	}
 	return st[len(st)-1], true
 }
@@ -194,7 +195,7 @@ func TestPublisherWritesTheLease(t *testing.T) {
 	if e.Stale || e.Status == nil || e.Node != "cp1" {
 		t.Fatalf("entry: %+v", e)
 	}
-	want := []VIPStatus{{Prefix: vip.String(), Advertised: true, Announce: true, Reason: "healthy"}}
+	want := []nodestatus.VIP{{Prefix: vip.String(), Advertised: true, Announce: true, Reason: "healthy"}}
 	if d := cmp.Diff(want, e.Status.VIPs, cmpIgnoreSince); d != "" {
 		t.Errorf("vips (-want +got):\n%s", d)
 	}
@@ -386,7 +387,7 @@ func TestPublisherLeaseDeleted(t *testing.T) {
 
 func TestEntryFromLease(t *testing.T) {
 	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
-	good, _ := NodeStatus{Node: "cp1", VIPs: []VIPStatus{{Prefix: "203.0.113.10/32", Reason: "healthy"}}}.Marshal()
+	good, _ := nodestatus.Status{Node: "cp1", VIPs: []nodestatus.VIP{{Prefix: "203.0.113.10/32", Reason: "healthy"}}}.Marshal()
 	lease := func(renew time.Time, secs int32, ann map[string]string) *coordinationv1.Lease {
 		h := "cp1"
 		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "vipcast-cp1", Annotations: ann},
@@ -435,21 +436,21 @@ func TestFromSpeakerBounded(t *testing.T) {
 	st.DrainReason = long
 	st.LastProbe = speaker.ProbeResult{At: time.Now(), Reason: long}
 	ns := FromSpeaker("cp1", long, st)
-	if len(ns.VIPs) != MaxStatusVIPs || ns.MoreVIPs != 100-MaxStatusVIPs || len(ns.Sessions) != MaxStatusSessions || ns.MoreSessions != 100-MaxStatusSessions {
+	if len(ns.VIPs) != nodestatus.MaxVIPs || ns.MoreVIPs != 100-nodestatus.MaxVIPs || len(ns.Sessions) != nodestatus.MaxSessions || ns.MoreSessions != 100-nodestatus.MaxSessions {
 		t.Errorf("vips %d (+%d), sessions %d (+%d)", len(ns.VIPs), ns.MoreVIPs, len(ns.Sessions), ns.MoreSessions)
 	}
 	raw, err := ns.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := ParseStatus(raw)
+	back, err := nodestatus.Parse(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := cmp.Diff(ns, back); d != "" {
 		t.Errorf("round trip (-want +got):\n%s", d)
 	}
-	if len(ns.DrainReason) > MaxStatusString || len(ns.VIPs[0].Reason) > MaxStatusString {
+	if len(ns.DrainReason) > nodestatus.MaxString || len(ns.VIPs[0].Reason) > nodestatus.MaxString {
 		t.Errorf("strings not clipped: %d", len(ns.DrainReason))
 	}
 }
@@ -459,41 +460,11 @@ func TestSameState(t *testing.T) {
 	a := FromSpeaker("cp1", "v1", sp.Status())
 	sp.st.LastProbe.At = sp.st.LastProbe.At.Add(time.Second)
 	sp.st.OKRun = 7
-	if b := FromSpeaker("cp1", "v1", sp.Status()); !SameState(a, b) {
+	if b := FromSpeaker("cp1", "v1", sp.Status()); !nodestatus.SameState(a, b) {
 		t.Error("a new probe is a change of state")
 	}
 	sp.set(speaker.ReasonUnhealthy, false)
-	if b := FromSpeaker("cp1", "v1", sp.Status()); SameState(a, b) {
+	if b := FromSpeaker("cp1", "v1", sp.Status()); nodestatus.SameState(a, b) {
 		t.Error("a withdraw is no change of state")
 	}
-}
-
-func FuzzParseStatus(f *testing.F) {
-	good, _ := FromSpeaker("cp1", "v1", newFakeSpeaker().Status()).Marshal()
-	for _, s := range []string{good, "", "{}", `{"node":"x"}`, `{"node":"x","lastProbe":{"latency":"1x"}}`, `{"node":"x"} {}`, `[]`, `{"node":"x","vips":[{"since":"yesterday"}]}`} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		st, err := ParseStatus(s)
-		if err != nil {
-			if !strings.Contains(err.Error(), StatusAnnotation) {
-				t.Errorf("error does not name the annotation: %v", err)
-			}
-			return
-		}
-		if st.Node == "" {
-			t.Error("accepted a status without a node")
-		}
-		raw, err := st.Marshal()
-		if err != nil {
-			return // over the limit once re-encoded (escaping): fine
-		}
-		back, err := ParseStatus(raw)
-		if err != nil {
-			t.Fatalf("re-parse of %q: %v", raw, err)
-		}
-		if d := cmp.Diff(st, back); d != "" {
-			t.Errorf("round trip (-want +got):\n%s", d)
-		}
-	})
 }
