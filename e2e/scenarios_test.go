@@ -500,6 +500,10 @@ func failedRestartNoStaleVIP(t *testing.T, l *lab.Lab) {
 			if err := n.WaitVipcastExit(5 * time.Second); err != nil && !strings.Contains(err.Error(), "killed") {
 				t.Fatal(err)
 			}
+			// The router losing n3 orders this subtest's kill before the next
+			// subtest's start: without it, the next one could see n3's old
+			// route and kill a vipcast that had not put the VIP on lo yet.
+			l.WaitNexthops(t, v4, l.Addrs(v4, l.Node(1), l.Node(2)), 30*time.Second)
 			if on, err := n.VIPOnLo(v4); err != nil || !on {
 				t.Fatalf("VIP on lo after SIGKILL = %v (err %v); the test needs it left behind", on, err)
 			}

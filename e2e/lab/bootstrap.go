@@ -267,8 +267,18 @@ func (n *Node) JoinControlPlane() error {
 	}
 	etcdURL := fmt.Sprintf("http://%s:2379", ep.Subsets[0].Addresses[0].IP)
 	var added etcdMemberAdd
-	if err := n.etcdCall(etcdURL+"/v3/cluster/member/add", map[string]any{"peerURLs": []string{n.etcdPeerURL()}, "isLearner": true}, &added); err != nil {
-		return fmt.Errorf("%s: etcd member add --learner: %w", n.Name, err)
+	// etcd refuses a member change as "unhealthy cluster" until every member
+	// has been connected for a few seconds (--strict-reconfig-check), which is
+	// right after the previous join; kubeadm retries it too.
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		err := n.etcdCall(etcdURL+"/v3/cluster/member/add", map[string]any{"peerURLs": []string{n.etcdPeerURL()}, "isLearner": true}, &added)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) {
+			return fmt.Errorf("%s: etcd member add --learner: %w", n.Name, err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	initial := added.initialCluster(n.Name)
 	if n.etcd == nil {
