@@ -75,6 +75,8 @@ type GoBGP struct {
 
 	pmu   sync.Mutex // guards peers; never held while calling GoBGP
 	peers map[netip.Addr]*peerTrack
+	// changed holds one notice of a session state change (SessionsChanged).
+	changed chan struct{}
 
 	// BFD, when any peer has it. bfdRunning gates the BFD callback, which
 	// must not take mu: Stop holds mu while it waits for BFD to finish.
@@ -96,7 +98,10 @@ type announced struct {
 	attrs policy.Attributes
 }
 
-var _ Router = (*GoBGP)(nil)
+var (
+	_ Router          = (*GoBGP)(nil)
+	_ SessionNotifier = (*GoBGP)(nil)
+)
 
 // neighbor returns the running configuration of the peer at addr, nil if
 // there is none (a reload removed it). Callers hold mu.
@@ -130,6 +135,7 @@ func NewGoBGP(cfg Peering, vips []netip.Prefix, log *slog.Logger) (*GoBGP, error
 		globalIPv6:   globalIPv6Towards,
 		nextHopEvery: nextHopRefresh,
 		recoverCh:    make(chan netip.Addr, recoverQueue),
+		changed:      make(chan struct{}, 1),
 	}
 	g.bfdCh = make(chan netip.Addr, len(g.cfg.Neighbors)) // each peer at most once
 	for _, p := range vips {

@@ -130,6 +130,16 @@ func sessionState(s api.PeerState_SessionState) SessionState {
 	return StateUnknown
 }
 
+// SessionsChanged receives after a session changed state.
+func (g *GoBGP) SessionsChanged() <-chan struct{} { return g.changed }
+
+func (g *GoBGP) notifyChanged() {
+	select {
+	case g.changed <- struct{}{}:
+	default: // one pending notice says it all
+	}
+}
+
 // onEvent logs session changes from GoBGP's peer watch.
 func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 	pe := r.GetPeer()
@@ -160,6 +170,9 @@ func (g *GoBGP) onEvent(r *api.WatchEventResponse) {
 		(prev == StateEstablished || prev == StateOpenSent || prev == StateOpenConfirm)
 	startBFD := state == StateEstablished && t.bfd.bgpUp()
 	g.pmu.Unlock()
+	if prev != state {
+		g.notifyChanged()
+	}
 	if recreate {
 		g.queueRecover(addr)
 	}

@@ -656,3 +656,36 @@ func TestPickGlobalIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestGoBGPSessionsChanged: the notices alone are enough to follow a
+// session up and down, so the speaker can read Peers when told instead of
+// polling it.
+func TestGoBGPSessionsChanged(t *testing.T) {
+	r := bgptest.StartRouter(t, bgptest.RouterConfig{ASN: routerASN, PeerASN: localASN})
+	g, _ := startVipcast(t, r, Peer{}, vip4)
+	ctx := context.Background()
+	// follow reads Peers after each notice until want holds for the one
+	// peer; it never reads without a notice.
+	follow := func(what string, want func(PeerStatus) bool) {
+		t.Helper()
+		deadline := time.After(testutil.Timeout)
+		var last []PeerStatus
+		for {
+			select {
+			case <-g.SessionsChanged():
+			case <-deadline:
+				t.Fatalf("no notice of the session %s; Peers read after the last notice: %+v", what, last)
+			}
+			ps, err := g.Peers(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if last = ps; len(ps) == 1 && want(ps[0]) {
+				return
+			}
+		}
+	}
+	follow("established", established)
+	r.Close()
+	follow("down", func(p PeerStatus) bool { return !established(p) })
+}

@@ -35,6 +35,15 @@ type Router interface {
 	Stop(ctx context.Context) error
 }
 
+// SessionNotifier is a Router that says when a session changed state, so
+// its reader can read Peers then instead of polling it: a poll often
+// enough to be current costs more idle CPU than the health probes.
+type SessionNotifier interface {
+	// SessionsChanged receives after a session changed state; one pending
+	// notice stands for any number of changes.
+	SessionsChanged() <-chan struct{}
+}
+
 // SessionState is the BGP FSM state of a session (RFC 4271 section 8).
 type SessionState string
 

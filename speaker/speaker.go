@@ -29,9 +29,15 @@ type Deps struct {
 	Observer Observer
 }
 
-// peerPoll is how often session state is read. It only feeds status and
-// the no-established-peer reason; routing never waits for it.
+// peerPoll is how often session state is read when the router does not
+// say when it changes (peers.SessionNotifier), and as a backstop (status
+// counters, a missed notice) when it does. It only feeds status and the
+// no-established-peer reason; routing never waits for it.
 const peerPoll = 200 * time.Millisecond
+
+// peerPollNotifier is peerPoll's backstop with a SessionNotifier (a var
+// only so a test can prove the notices alone keep status current).
+var peerPollNotifier = 2 * time.Second
 
 // loopbackCheck is how often the VIPs held on the loopback are checked, as
 // a backstop to the netlink watch (RTM_DELADDR), and how often putting them
@@ -226,7 +232,9 @@ type loop struct {
 	stopProbes context.CancelFunc // set by startWorkers; safe to call twice
 
 	loTick, peerTick *time.Ticker
-	removeTimer      *time.Timer
+	// peersChanged is the router's SessionsChanged, nil without one.
+	peersChanged <-chan struct{}
+	removeTimer  *time.Timer
 	// gracefulTimer ends a graceful-shutdown phase on time, at gracefulAt.
 	gracefulTimer *time.Timer
 	gracefulAt    time.Time
@@ -250,6 +258,10 @@ func (s *Speaker) newLoop(m *Machine) *loop {
 	}
 	l.removeTimer.Stop()
 	l.gracefulTimer.Stop()
+	if n, ok := s.d.Router.(peers.SessionNotifier); ok {
+		l.peersChanged = n.SessionsChanged()
+		l.peerTick.Reset(peerPollNotifier)
+	}
 	return l
 }
 
@@ -303,6 +315,8 @@ func (l *loop) next(ctx context.Context) (tr *Transition, stop bool, err error) 
 	case req := <-s.drainCh:
 		l.drainApplied = req.applied
 		tr = l.onDrain(ctx, req)
+	case <-l.peersChanged:
+		tr = l.refreshPeers(ctx)
 	case <-l.peerTick.C:
 		tr = l.refreshPeers(ctx)
 		if t2 := m.Tick(s.d.Now()); t2 != nil {

@@ -403,3 +403,35 @@ func TestSpeakerWithdrawsWhenVIPCannotBePutBack(t *testing.T) {
 	h.addrs.FailAdd(nil)
 	h.eventually("announced again", h.announced)
 }
+
+// notifyingRouter is the fake router with session-change notices, as
+// GoBGP gives them.
+type notifyingRouter struct {
+	*peers.Fake
+	changed chan struct{}
+}
+
+func (r *notifyingRouter) SessionsChanged() <-chan struct{} { return r.changed }
+
+// TestSessionNoticeUpdatesStatus: with a router that says when a session
+// changes, the loop reads the sessions then; with the backstop poll an hour
+// away, only the notice can bring the change into status.
+func TestSessionNoticeUpdatesStatus(t *testing.T) {
+	old := peerPollNotifier
+	peerPollNotifier = time.Hour
+	t.Cleanup(func() { peerPollNotifier = old }) // after the speaker's own cleanup has stopped Run
+	var nr *notifyingRouter
+	h := startWith(t, testConfig(), func(d *Deps) {
+		nr = &notifyingRouter{Fake: d.Router.(*peers.Fake), changed: make(chan struct{}, 1)}
+		d.Router = nr
+	})
+	h.probe.ok.Store(true)
+	h.eventually("in the RIB and on lo", h.announced)
+	h.router.SetPeers(peers.PeerStatus{Address: netip.MustParseAddr("192.0.2.1"), State: peers.StateActive})
+	nr.changed <- struct{}{}
+	h.eventually("the session's new state in status, and not advertised", func() bool {
+		st := h.sp.Status()
+		return slices.ContainsFunc(st.Peers, func(p peers.PeerStatus) bool { return p.State == peers.StateActive }) &&
+			st.Decisions[0].Reason == ReasonNoPeer
+	})
+}
