@@ -31,6 +31,7 @@ type Node struct {
 	etcd, apiserver, vipcast, responder *proc
 	password                            string
 	linkDown                            bool
+	baseline                            bool // config for the bench's baseline build (RestartVipcastWith)
 	cluster                             clusterNode
 	kubeletToken                        string
 }
@@ -341,7 +342,11 @@ func (n *Node) writeVipcastConfig() error {
 	if last == "" {
 		last = "{enabled: false}"
 	}
-	fmt.Fprintf(&b, "policy: {communities: [%s], med: %d, %s, lastResort: %s}\n", strings.Join(q, ", "), o.MED, gshut, last)
+	lastResort := ", lastResort: " + last
+	if n.baseline {
+		lastResort = "" // the key came after the bench's baseline build, which rejects it
+	}
+	fmt.Fprintf(&b, "policy: {communities: [%s], med: %d, %s%s}\n", strings.Join(q, ", "), o.MED, gshut, lastResort)
 	b.WriteString(n.kubeVipcastConfig())
 	return os.WriteFile(n.ConfigFile(), []byte(b.String()), 0o644)
 }

