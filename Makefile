@@ -44,11 +44,11 @@ chart: helm build
 unit: promtool
 	$(GO) test -race -count=1 ./...
 
-## e2e: the network lab with FRR, BIRD, etcd and real kube-apiservers.
-## CLUSTER=1 adds the cluster lab (TestCluster, TestClusterBootstrap: containerd,
-## kubelets, the chart from bin/vipcast-image.tar); TestMain then builds the
-## Kubernetes binaries first (cold: ~12 min on 2 cores).
-E2E_CLUSTER := $(if $(filter 1,$(CLUSTER)),VIPCAST_E2E_CLUSTER=1)
+## e2e: the network lab with FRR, BIRD, etcd and real kube-apiservers, and the
+## cluster lab (TestCluster, TestClusterBootstrap: containerd, kubelets, the
+## chart from bin/vipcast-image.tar); TestMain first builds the Kubernetes
+## binaries (cold: ~9 min on 2 cores). CLUSTER=0 leaves the cluster lab out.
+E2E_CLUSTER := $(if $(filter 0,$(CLUSTER)),,VIPCAST_E2E_CLUSTER=1)
 e2e: deps build helm image
 	mkdir -p e2e/.cache && cd e2e && VIPCAST_E2E=1 $(E2E_CLUSTER) VIPCAST_BIN=$(BIN)/vipcast VIPCAST_E2E_RESULTS=$(CURDIR)/e2e/.cache/e2e-results.jsonl $(GO) test -count=1 -timeout 40m ./...
 

@@ -753,6 +753,45 @@ type clientSummary struct {
 	NotReady      []string `json:"notReady"`
 	Errors        []string `json:"errors"`
 	TCPErrors     []string `json:"tcpErrors"`
+	Failures      []struct {
+		At      time.Time `json:"at"`
+		Call    string    `json:"call"`
+		MidBody bool      `json:"midBody"`
+		Err     string    `json:"err"`
+	} `json:"failures"`
+}
+
+// ecmpResets sorts the client's failed calls: those that stateless ECMP
+// causes and nothing on the nodes can prevent, and the rest. A call fails
+// the first way when its connection was reset while client-go read the
+// response body (client-go retries a reset only before the headers) within
+// moments of a change of the router's nexthops: the change sent the rest of
+// a flow in flight to a node without its socket, either because the flow's
+// node left or because hash-threshold multipath remapped part of the other
+// nodes' flows (docs/performance.md, "Client impact"). A failure the summary
+// could not list (it keeps 50) counts as the rest.
+func ecmpResets(s clientSummary, fib []lab.FIBState) (ecmp, other []string) {
+	for _, f := range s.Failures {
+		line := fmt.Sprintf("%s %s: %s", f.At.Format("15:04:05.000"), f.Call, f.Err)
+		near := ""
+		for _, st := range fib[min(1, len(fib)):] { // fib[0] is the state at the start, not a change
+			// The change comes first; the reset follows within an RTT,
+			// plus however long a loaded box takes to return the error.
+			if d := f.At.Sub(st.At); d >= -500*time.Millisecond && d <= 3*time.Second {
+				near = fmt.Sprintf(" (%v after the router's nexthops became %v)", d.Round(time.Millisecond), st.Order)
+				break
+			}
+		}
+		if f.MidBody && near != "" {
+			ecmp = append(ecmp, line+near)
+		} else {
+			other = append(other, line+near)
+		}
+	}
+	if n := int(s.ListFailures+s.WatchFailures) - len(s.Failures); n > 0 {
+		other = append(other, fmt.Sprintf("%d more failed calls not listed in the summary", n))
+	}
+	return ecmp, other
 }
 
 // startClient runs vipcast-e2e-client in the client namespace (through the
@@ -873,8 +912,10 @@ const apiserverExitSlack = 20 * time.Second
 // and returns once it is ready again; the VIP never has zero nexthops; no
 // Node ever goes NotReady (polled throughout, and seen by the client's
 // watch); a client-go program listing and watching Nodes through the VIP
-// from outside the cluster, with client-go's default retries, sees zero
-// failed calls. The raw TCP failures underneath are counted and reported.
+// from outside the cluster, with client-go's default retries, sees no
+// failed call but those stateless ECMP causes at a nexthop change, which
+// are reported (ecmpResets). The raw TCP failures underneath are counted
+// and reported.
 func clusterRollingRestart(t *testing.T, l *lab.Lab, c *chartRun) {
 	restarts := podRestarts(t, l, c.selector)
 	mon, err := l.MonitorFIB(lab.VIP4)
@@ -927,8 +968,13 @@ func clusterRollingRestart(t *testing.T, l *lab.Lab, c *chartRun) {
 		"raw TCP underneath: %d dials (%d failed), %d connections broken (%v), %d fresh-connect probes (%d failed)",
 		len(l.Nodes()), time.Since(start).Round(time.Millisecond), s.Lists, s.ListFailures, s.WatchEvents, s.WatchFailures,
 		s.Dials, s.DialFailures, s.ConnErrors, s.TCPErrors, s.Probes, s.ProbeFailures)
-	if s.ListFailures != 0 || s.WatchFailures != 0 {
-		t.Errorf("client-go saw %d failed lists and %d list/watch failures through the VIP, want none: %v", s.ListFailures, s.WatchFailures, s.Errors)
+	ecmp, other := ecmpResets(s, mon.History(start))
+	if len(ecmp) > 0 {
+		t.Logf("client-go calls reset mid-body by a nexthop change (stateless ECMP; see ecmpResets): %d\n%s", len(ecmp), strings.Join(ecmp, "\n"))
+	}
+	if len(other) > 0 {
+		t.Errorf("client-go saw %d failed lists and %d list/watch failures through the VIP; want none but resets mid-body at a nexthop change, got these:\n%s",
+			s.ListFailures, s.WatchFailures, strings.Join(other, "\n"))
 	}
 	if s.Lists < 20 {
 		t.Errorf("client-go made only %d lists: the client did not run through the restarts", s.Lists)

@@ -10,7 +10,11 @@
 //     that failed and read/write errors (resets) on its connections, plus a
 //     separate probe that opens a fresh TCP connection to the server every
 //     -probe-interval and counts refused or timed-out connects;
-//   - every sighting of a Node whose Ready condition is not True.
+//   - every sighting of a Node whose Ready condition is not True;
+//   - each failed call with its time and whether the connection was reset
+//     while client-go read the response body (after the headers): the one
+//     failure client-go does not retry, and the one stateless ECMP causes
+//     when a nexthop change moves a flow in flight (docs/performance.md).
 //
 // It prints "ready" on stderr once the first list succeeded and the informer
 // synced, so the caller knows when to start the disruption.
@@ -27,6 +31,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,19 +47,35 @@ import (
 
 // summary is the JSON printed at the end.
 type summary struct {
-	Seconds          float64  `json:"seconds"`
-	Lists            int64    `json:"lists"`
-	ListFailures     int64    `json:"listFailures"`
-	WatchEvents      int64    `json:"watchEvents"`
-	WatchFailures    int64    `json:"watchFailures"`
-	Dials            int64    `json:"dials"`
-	DialFailures     int64    `json:"dialFailures"`
-	ConnErrors       int64    `json:"connErrors"`
-	Probes           int64    `json:"probes"`
-	ProbeFailures    int64    `json:"probeFailures"`
-	NotReady         []string `json:"notReady"`
-	Errors           []string `json:"errors"`
-	TCPErrorsSampled []string `json:"tcpErrors"`
+	Seconds          float64   `json:"seconds"`
+	Lists            int64     `json:"lists"`
+	ListFailures     int64     `json:"listFailures"`
+	WatchEvents      int64     `json:"watchEvents"`
+	WatchFailures    int64     `json:"watchFailures"`
+	Dials            int64     `json:"dials"`
+	DialFailures     int64     `json:"dialFailures"`
+	ConnErrors       int64     `json:"connErrors"`
+	Probes           int64     `json:"probes"`
+	ProbeFailures    int64     `json:"probeFailures"`
+	NotReady         []string  `json:"notReady"`
+	Errors           []string  `json:"errors"`
+	TCPErrorsSampled []string  `json:"tcpErrors"`
+	Failures         []failure `json:"failures"`
+}
+
+// failure is one failed call as client-go returned it.
+type failure struct {
+	At      time.Time `json:"at"`
+	Call    string    `json:"call"` // "list", or "informer" (its list or watch)
+	MidBody bool      `json:"midBody"`
+	Err     string    `json:"err"`
+}
+
+// midBody: client-go had the response headers and lost the connection
+// while reading the body, which it does not retry (rest.Request's
+// transformResponse); a reset before the headers it retries for a GET.
+func midBody(err error) bool {
+	return strings.Contains(err.Error(), "unexpected error when reading response body")
 }
 
 type counters struct {
@@ -66,6 +87,15 @@ type counters struct {
 	notReady []string
 	errs     []string
 	tcpErrs  []string
+	failures []failure
+}
+
+func (c *counters) fail(call string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.failures) < 50 {
+		c.failures = append(c.failures, failure{At: time.Now(), Call: call, MidBody: midBody(err), Err: err.Error()})
+	}
 }
 
 func (c *counters) note(list *[]string, format string, args ...any) {
@@ -159,6 +189,7 @@ func run(kubeconfig string, interval, probeInterval time.Duration) error {
 	if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		c.watchFailures.Add(1)
 		c.note(&c.errs, "informer list/watch: %v", err)
+		c.fail("informer", err)
 	}); err != nil {
 		return err
 	}
@@ -223,6 +254,7 @@ func run(kubeconfig string, interval, probeInterval time.Duration) error {
 		if err != nil {
 			c.listFailures.Add(1)
 			c.note(&c.errs, "list nodes: %v", err)
+			c.fail("list", err)
 		} else {
 			for i := range list.Items {
 				checkNode(&list.Items[i], "list")
@@ -249,6 +281,7 @@ func run(kubeconfig string, interval, probeInterval time.Duration) error {
 		Dials: c.dials.Load(), DialFailures: c.dialFailures.Load(), ConnErrors: c.connErrors.Load(),
 		Probes: c.probes.Load(), ProbeFailures: c.probeFailures.Load(),
 		NotReady: c.notReady, Errors: c.errs, TCPErrorsSampled: c.tcpErrs,
+		Failures: c.failures,
 	}
 	c.mu.Unlock()
 	return json.NewEncoder(os.Stdout).Encode(s)
